@@ -1,0 +1,2049 @@
+#!/usr/bin/env python3
+"""gigaproxy: an OpenAI-compatible HTTP API in front of Sber's GigaChat, in one file.
+
+Any OpenAI client (the ``openai`` SDK, Cline, Roo Code, Continue, Aider, Open WebUI,
+LangChain) talks to gigaproxy as if it were OpenAI; gigaproxy fetches and caches
+GigaChat tokens, verifies TLS with the bundled Russian Trusted Root CA, translates
+each request to GigaChat's wire format and each answer (streamed or not) back.
+
+Usage::
+
+    export GIGACHAT_CREDENTIALS=<authorization key from the Sber cabinet>
+    python gigaproxy.py                  # serves http://127.0.0.1:4000/v1
+    python gigaproxy.py --help           # every option, its default and env variable
+
+Configuration (command-line flag > environment > env file > default):
+
+    GIGACHAT_CREDENTIALS      OAuth authorization key (alias GIGACHAT_AUTH_KEY)
+    GIGACHAT_SCOPE            GIGACHAT_API_PERS (default) | GIGACHAT_API_B2B | GIGACHAT_API_CORP
+    GIGACHAT_USER, _PASSWORD  user/password authentication instead of a key
+    GIGACHAT_ACCESS_TOKEN     a pre-issued access token
+    GIGACHAT_BASE_URL         https://gigachat.devices.sberbank.ru/api/v1
+    GIGACHAT_AUTH_URL         https://ngw.devices.sberbank.ru:9443/api/v2/oauth
+    GIGACHAT_CA_BUNDLE_FILE   extra CA certificates (PEM) to trust
+    GIGACHAT_VERIFY_SSL_CERTS true (default) | false
+    GIGACHAT_CERT_FILE, GIGACHAT_KEY_FILE, GIGACHAT_KEY_FILE_PASSWORD   mTLS client certificate
+    GIGACHAT_TIMEOUT          seconds to wait for GigaChat to connect or send the next byte
+    GIGACHAT_MODEL            model for client model names GigaChat does not have
+    GIGAPROXY_HOST, GIGAPROXY_PORT, GIGAPROXY_LOG_LEVEL, GIGAPROXY_ENV_FILE,
+    GIGAPROXY_MAX_BODY_MB     the proxy's own knobs
+    HTTPS_PROXY, NO_PROXY     corporate proxy (HTTP CONNECT), as curl reads them
+
+Vendoring: importing this module has no side effects.  ``main(argv) -> int`` runs the
+server; ``load_config()``, ``make_server()``, ``to_gigachat_request()``,
+``to_openai_response()`` and ``StreamTranslator`` are the documented building blocks.
+
+Not goals: a general LLM router, a web UI, storing conversations, or any package
+beyond the Python standard library (3.8 and newer).
+
+SPDX-License-Identifier: MIT
+"""
+
+from __future__ import annotations
+
+# ==== Imports ====
+# Standard library only, and nothing that runs code with side effects at import time.
+
+import argparse
+import base64
+import binascii
+import dataclasses
+import hmac
+import http.client
+import http.server
+import ipaddress
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "Config",
+    "ConfigError",
+    "ProxyError",
+    "load_config",
+    "parse_env_file",
+    "make_server",
+    "serve",
+    "main",
+    "build_parser",
+    "resolve_model",
+    "to_gigachat_request",
+    "to_openai_response",
+    "StreamTranslator",
+    "TokenManager",
+]
+
+log = logging.getLogger("gigaproxy")
+
+# ==== Constants ====
+# Every default lives here under a DEFAULT_* name; the maps below are read-only tables
+# that translation consults.  Nothing in this section is computed from the environment.
+
+DEFAULT_BASE_URL = "https://gigachat.devices.sberbank.ru/api/v1"
+DEFAULT_AUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
+DEFAULT_SCOPE = "GIGACHAT_API_PERS"
+KNOWN_SCOPES = ("GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP")
+DEFAULT_MODEL = "GigaChat-2"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4000
+DEFAULT_TIMEOUT = 60.0  # seconds: connect, and each wait for the next upstream byte
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_MAX_BODY_MB = 50.0  # room for several images as data: URLs
+DEFAULT_ENV_FILE = ".env"
+DEFAULT_CLIENT_IDLE_TIMEOUT = 300.0  # seconds a client connection may sit idle
+BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
+
+TOKEN_REFRESH_MARGIN = 60.0  # refresh this many seconds before the token expires
+MODELS_CACHE_SECONDS = 300.0
+POOL_MAX_IDLE_PER_HOST = 16
+ERROR_EXCERPT_CHARS = 200
+
+USER_AGENT = "gigaproxy/" + __version__
+
+# Client model names that are shorthands for GigaChat models.
+MODEL_ALIASES = {
+    "gigachat": "GigaChat-2",
+    "gigachat-pro": "GigaChat-2-Pro",
+    "gigachat-max": "GigaChat-2-Max",
+}
+
+# Chat models GigaChat is known to serve (gigachat-api.md §8); the live list from
+# GET /models is consulted as well, and any name starting with "GigaChat" passes through.
+KNOWN_MODELS = (
+    "GigaChat", "GigaChat-2", "GigaChat-2-Pro", "GigaChat-2-Max", "GigaChat-Plus",
+    "GigaChat-Pro", "GigaChat-Max", "GigaChat-preview", "GigaChat-2-preview",
+    "GigaChat-2-Pro-preview", "GigaChat-2-Max-preview", "GigaChat-Pro-preview",
+    "GigaChat-Max-preview", "GigaChat-2-Reasoning", "GigaChat-3-Ultra",
+)
+
+# GigaChat finish_reason -> OpenAI finish_reason.
+FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "function_call": "tool_calls",
+    "blacklist": "content_filter",
+    "error": "stop",
+}
+
+# Client request headers passed on to GigaChat (gigachat-api.md §3); nothing else is.
+FORWARDED_HEADERS = ("X-Request-ID", "X-Session-ID", "X-Client-ID")
+
+# Upstream HTTP status -> (status for the client, OpenAI error type, code).
+UPSTREAM_STATUS_MAP = {
+    400: (400, "invalid_request_error", "upstream_bad_request"),
+    401: (401, "authentication_error", "upstream_unauthorized"),
+    402: (402, "insufficient_quota", "insufficient_quota"),
+    403: (403, "permission_error", "upstream_forbidden"),
+    404: (404, "invalid_request_error", "model_not_found"),
+    413: (413, "invalid_request_error", "request_too_large"),
+    422: (400, "invalid_request_error", "upstream_invalid_params"),
+    429: (429, "rate_limit_error", "rate_limit_exceeded"),
+    500: (502, "api_error", "upstream_error"),
+    502: (502, "api_error", "upstream_error"),
+    503: (503, "api_error", "upstream_unavailable"),
+    504: (504, "api_error", "upstream_timeout"),
+}
+
+# OpenAI request fields that GigaChat v1 does not have: accepted and not forwarded.
+# (Anything not named in to_gigachat_request() is never forwarded either; this list is
+# what the request validator knows it may ignore without a word.)
+OPENAI_ONLY_FIELDS = (
+    "stop", "presence_penalty", "frequency_penalty", "seed", "logprobs", "top_logprobs",
+    "logit_bias", "user", "parallel_tool_calls", "service_tier", "metadata", "store",
+    "prompt_cache_key", "prediction", "web_search_options", "modalities", "audio",
+    "safety_identifier", "verbosity",
+)
+
+# ==== Errors ====
+# ProxyError renders itself as an OpenAI error body; the HTTP handler is the one place
+# that catches it.  ConfigError is apart: it stops startup with one line and exit code 2.
+
+
+class ProxyError(Exception):
+    """An error that reaches the client as ``{"error": {message, type, param, code}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: Optional[str] = None,
+        param: Optional[str] = None,
+        headers: Optional[Dict[str, str]] = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def body(self) -> Dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def bad_request(message: str, param: Optional[str] = None, code: str = "invalid_value") -> ProxyError:
+    return ProxyError(400, message, "invalid_request_error", code, param)
+
+
+class ConfigError(Exception):
+    """Operator error found at startup: printed as one line, exit code 2."""
+
+
+# ==== Config ====
+# One frozen Config, built once in main() from flags > environment > env file > defaults
+# and passed down explicitly.  Nothing reads os.environ after load_config() returns.
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything gigaproxy needs to run; see the module docstring for the variables."""
+
+    credentials: Optional[str] = None
+    scope: str = DEFAULT_SCOPE
+    user: Optional[str] = None
+    password: Optional[str] = None
+    access_token: Optional[str] = None
+    base_url: str = DEFAULT_BASE_URL
+    auth_url: str = DEFAULT_AUTH_URL
+    ca_bundle_file: Optional[str] = None
+    verify_ssl: bool = True
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    key_file_password: Optional[str] = None
+    timeout: float = DEFAULT_TIMEOUT
+    model: str = DEFAULT_MODEL
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    log_level: str = DEFAULT_LOG_LEVEL
+    max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
+    https_proxy: Optional[str] = None
+    no_proxy: Optional[str] = None
+    bundled_ca_file: Optional[str] = None
+
+    @property
+    def auth_mode(self) -> str:
+        """``oauth``, ``password``, ``token`` or ``mtls`` (what the token manager does)."""
+        if self.credentials:
+            return "oauth"
+        if self.user:
+            return "password"
+        if self.access_token:
+            return "token"
+        return "mtls"
+
+    def secrets(self) -> List[str]:
+        """The configured secret values, for log redaction."""
+        values = [self.credentials, self.password, self.access_token, self.key_file_password]
+        return [v for v in values if v]
+
+    def __repr__(self) -> str:  # never print a secret, even by accident
+        fields = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("credentials", "password", "access_token", "key_file_password") and value:
+                value = "***"
+            fields.append("%s=%r" % (f.name, value))
+        return "Config(%s)" % ", ".join(fields)
+
+
+def parse_bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError("%s must be true or false (got %r)" % (name, value))
+
+
+def parse_env_file(text: str, filename: str = ".env") -> Dict[str, str]:
+    """Parse ``KEY=VALUE`` lines the way dotenv does: ``export``, quotes, ``#`` comments.
+
+    Single-quoted values are literal; double-quoted values understand ``\\n``, ``\\t``,
+    ``\\"`` and ``\\\\``; an unquoted value ends at `` #``.  A malformed line is a ConfigError.
+    """
+    result = {}  # type: Dict[str, str]
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", key):
+            raise ConfigError("%s line %d: expected KEY=VALUE, got %r" % (filename, lineno, raw.strip()[:40]))
+        value = value.strip()
+        if value[:1] in ("'", '"'):
+            quote = value[0]
+            end = value.find(quote, 1)
+            while quote == '"' and end > 0 and value[end - 1] == "\\" and not value[:end].endswith("\\\\"):
+                end = value.find(quote, end + 1)
+            if end < 0:
+                raise ConfigError("%s line %d: unterminated quote in %s" % (filename, lineno, key))
+            rest = value[end + 1:].strip()
+            if rest and not rest.startswith("#"):
+                raise ConfigError("%s line %d: unexpected text after the quoted value of %s" % (filename, lineno, key))
+            value = value[1:end]
+            if quote == '"':
+                value = re.sub(
+                    r"\\(.)",
+                    lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)),
+                    value,
+                )
+        else:
+            hash_at = value.find(" #")
+            if hash_at >= 0:
+                value = value[:hash_at].rstrip()
+        result[key] = value
+    return result
+
+
+def _read_env_file(path: str, explicit: bool) -> Dict[str, str]:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            return parse_env_file(fh.read(), path)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("env file %s does not exist (set by --env-file or GIGAPROXY_ENV_FILE)" % path)
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("cannot read env file %s: %s" % (path, exc))
+
+
+def _check_url(name: str, value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("%s must be an http(s) URL (got %r)" % (name, value))
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("%s has an invalid port (got %r)" % (name, value))
+    return value.rstrip("/")
+
+
+def _check_readable(name: str, path: str) -> str:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError("%s: cannot read %s (%s)" % (name, path, exc.strerror or exc))
+    return path
+
+
+def load_config(
+    args: Optional[argparse.Namespace] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    cwd: Optional[str] = None,
+) -> Config:
+    """Build the Config from parsed flags, an environment mapping and the env file.
+
+    ``environ`` defaults to ``os.environ``; ``cwd`` is where ``.env`` is looked for.
+    Raises ConfigError (one line, naming the variable to fix) on bad or missing settings.
+    """
+    if args is None:
+        args = build_parser().parse_args([])
+    env = dict(os.environ if environ is None else environ)
+
+    env_file = args.env_file or env.get("GIGAPROXY_ENV_FILE")
+    explicit = bool(env_file)
+    env_file = env_file or DEFAULT_ENV_FILE
+    if cwd and not os.path.isabs(env_file):
+        env_file = os.path.join(cwd, env_file)
+    file_values = _read_env_file(env_file, explicit)
+
+    def get(name: str, default: Optional[str] = None) -> Optional[str]:
+        value = env.get(name)
+        if value is None or value == "":
+            value = file_values.get(name)
+        if value is None or value == "":
+            return default
+        return value
+
+    credentials = get("GIGACHAT_CREDENTIALS")
+    auth_key = get("GIGACHAT_AUTH_KEY")
+    if credentials and auth_key and credentials.strip() != auth_key.strip():
+        raise ConfigError("GIGACHAT_CREDENTIALS and GIGACHAT_AUTH_KEY are both set and differ: keep one")
+    credentials = (credentials or auth_key or "").strip() or None
+    if credentials and credentials.lower().startswith("basic "):
+        credentials = credentials[6:].strip()  # people paste the whole header value
+
+    user, password = get("GIGACHAT_USER"), get("GIGACHAT_PASSWORD")
+    if bool(user) != bool(password):
+        missing = "GIGACHAT_PASSWORD" if user else "GIGACHAT_USER"
+        raise ConfigError("GIGACHAT_USER and GIGACHAT_PASSWORD go together: set %s too" % missing)
+    if credentials and user:
+        raise ConfigError(
+            "both GIGACHAT_CREDENTIALS and GIGACHAT_USER/GIGACHAT_PASSWORD are set: keep one way to authenticate"
+        )
+    access_token = get("GIGACHAT_ACCESS_TOKEN")
+
+    scope = (get("GIGACHAT_SCOPE", DEFAULT_SCOPE) or DEFAULT_SCOPE).strip()
+    if scope not in KNOWN_SCOPES:
+        raise ConfigError("GIGACHAT_SCOPE must be one of %s (got %r)" % (", ".join(KNOWN_SCOPES), scope))
+
+    base_url = _check_url("GIGACHAT_BASE_URL", get("GIGACHAT_BASE_URL", DEFAULT_BASE_URL) or "")
+    auth_url = _check_url("GIGACHAT_AUTH_URL", get("GIGACHAT_AUTH_URL", DEFAULT_AUTH_URL) or "")
+
+    verify = parse_bool("GIGACHAT_VERIFY_SSL_CERTS", get("GIGACHAT_VERIFY_SSL_CERTS", "true") or "true")
+    ca_bundle = get("GIGACHAT_CA_BUNDLE_FILE")
+    if ca_bundle:
+        _check_readable("GIGACHAT_CA_BUNDLE_FILE", ca_bundle)
+    cert_file, key_file = get("GIGACHAT_CERT_FILE"), get("GIGACHAT_KEY_FILE")
+    if key_file and not cert_file:
+        raise ConfigError("GIGACHAT_KEY_FILE is set without GIGACHAT_CERT_FILE: set the client certificate too")
+    if cert_file:
+        _check_readable("GIGACHAT_CERT_FILE", cert_file)
+    if key_file:
+        _check_readable("GIGACHAT_KEY_FILE", key_file)
+
+    if not (credentials or user or access_token or cert_file):
+        raise ConfigError(
+            "no GigaChat credentials: set GIGACHAT_CREDENTIALS to your authorization key "
+            "(or GIGACHAT_USER and GIGACHAT_PASSWORD, or GIGACHAT_ACCESS_TOKEN)"
+        )
+
+    timeout_text = get("GIGACHAT_TIMEOUT", str(DEFAULT_TIMEOUT)) or ""
+    try:
+        timeout = float(timeout_text)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout <= 86400:
+        raise ConfigError("GIGACHAT_TIMEOUT must be a number of seconds above 0 (got %r)" % timeout_text)
+
+    host = args.host or get("GIGAPROXY_HOST", DEFAULT_HOST) or DEFAULT_HOST
+    port_text = str(args.port) if args.port is not None else get("GIGAPROXY_PORT", str(DEFAULT_PORT))
+    try:
+        port = int(port_text or "")
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError("GIGAPROXY_PORT (--port) must be a port number 0-65535 (got %r)" % port_text)
+
+    level = (args.log_level or get("GIGAPROXY_LOG_LEVEL", DEFAULT_LOG_LEVEL) or DEFAULT_LOG_LEVEL).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError("GIGAPROXY_LOG_LEVEL (--log-level) must be DEBUG, INFO, WARNING or ERROR (got %r)" % level)
+
+    body_text = get("GIGAPROXY_MAX_BODY_MB", str(DEFAULT_MAX_BODY_MB)) or ""
+    try:
+        max_body_mb = float(body_text)
+    except ValueError:
+        max_body_mb = -1.0
+    if not 0 < max_body_mb <= 4096:
+        raise ConfigError("GIGAPROXY_MAX_BODY_MB must be a number of megabytes above 0 (got %r)" % body_text)
+
+    https_proxy = get("HTTPS_PROXY") or get("https_proxy")
+    if https_proxy:
+        https_proxy = _check_proxy_url(https_proxy)
+    no_proxy = get("NO_PROXY") or get("no_proxy")
+
+    return Config(
+        credentials=credentials,
+        scope=scope,
+        user=user,
+        password=password,
+        access_token=access_token,
+        base_url=base_url,
+        auth_url=auth_url,
+        ca_bundle_file=ca_bundle,
+        verify_ssl=verify,
+        cert_file=cert_file,
+        key_file=key_file,
+        key_file_password=get("GIGACHAT_KEY_FILE_PASSWORD"),
+        timeout=timeout,
+        model=(get("GIGACHAT_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL).strip(),
+        host=host,
+        port=port,
+        log_level=level,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        https_proxy=https_proxy,
+        no_proxy=no_proxy,
+        bundled_ca_file=os.path.join(os.path.dirname(os.path.abspath(__file__)), BUNDLED_CA_FILENAME),
+    )
+
+
+def _check_proxy_url(value: str) -> str:
+    if "://" not in value:
+        value = "http://" + value
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(
+            "HTTPS_PROXY must be an http:// proxy URL such as http://user:pass@proxy:3128 (got scheme %r)" % parts.scheme
+        )
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("HTTPS_PROXY has an invalid port")
+    return value
+
+
+# ==== TLS & transport ====
+# SSL contexts are built once at startup.  Transport owns the upstream keep-alive pool:
+# a connection belongs to one request from acquire to release, so no lock is held while
+# bytes move; only the idle lists are shared, guarded by Transport._lock.
+
+
+def build_ssl_context(config: Config, client_cert: bool = False) -> ssl.SSLContext:
+    """An SSL context trusting the system store, the bundled Russian root and the extra bundle.
+
+    ``client_cert`` attaches the mTLS certificate (API calls only, never OAuth: §2.3).
+    VERIFY_X509_STRICT, on by default since Python 3.13, is cleared so that every Python
+    verifies alike: corporate TLS-inspecting proxies often issue certificates that fail
+    only the strict profile.  Chain and hostname are always verified unless turned off.
+    """
+    if config.verify_ssl:
+        ctx = ssl.create_default_context()
+        ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+        for name, path in (("bundled CA", config.bundled_ca_file), ("GIGACHAT_CA_BUNDLE_FILE", config.ca_bundle_file)):
+            if path and (name != "bundled CA" or os.path.exists(path)):
+                try:
+                    ctx.load_verify_locations(cafile=path)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError("%s: %s is not a readable PEM certificate file (%s)" % (name, path, exc))
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if client_cert and config.cert_file:
+        try:
+            ctx.load_cert_chain(config.cert_file, config.key_file, password=config.key_file_password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "GIGACHAT_CERT_FILE/GIGACHAT_KEY_FILE: cannot load the client certificate %s (%s); "
+                "check the files and GIGACHAT_KEY_FILE_PASSWORD" % (config.cert_file, exc)
+            )
+    return ctx
+
+
+def proxy_bypassed(host: str, port: int, no_proxy: Optional[str]) -> bool:
+    """True when NO_PROXY names this host, as curl reads it.
+
+    Entries are separated by commas or spaces; ``*`` matches everything; ``example.com``
+    and ``.example.com`` match the domain and its subdomains; ``host:port`` matches one
+    port; IP addresses and CIDR blocks (``10.0.0.0/8``) match addresses.
+    """
+    if not no_proxy:
+        return False
+    host = host.lower().rstrip(".").strip("[]")
+    try:
+        address = ipaddress.ip_address(host)  # type: Optional[Any]
+    except ValueError:
+        address = None
+    for entry in re.split(r"[,\s]+", no_proxy.lower()):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        entry_port = None
+        m = re.match(r"^\[?([^\]]+?)\]?(?::(\d+))?$", entry) if entry.count(":") <= 1 or entry.startswith("[") else None
+        if m:
+            entry, entry_port = m.group(1), m.group(2)
+        if entry_port and int(entry_port) != port:
+            continue
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        entry = entry.lstrip("*").lstrip(".")
+        if entry and (host == entry or host.endswith("." + entry)):
+            return True
+    return False
+
+
+class UpstreamExchange:
+    """One request/response on a pooled connection.
+
+    ``read()`` reads the whole body, ``readline()`` reads a stream line by line.
+    ``release()`` hands the connection back for reuse (only when the body was read to
+    the end and the server keeps the connection alive); ``close()`` drops it.
+    """
+
+    def __init__(self, transport: "Transport", key: Tuple[Any, ...], conn: http.client.HTTPConnection,
+                 response: http.client.HTTPResponse) -> None:
+        self._transport = transport
+        self._key = key
+        self._conn = conn  # type: Optional[http.client.HTTPConnection]
+        self.response = response
+        self.status = response.status
+        self.headers = response.headers
+
+    def read(self) -> bytes:
+        try:
+            data = self.response.read()
+        except BaseException:
+            self.close()
+            raise
+        self.release()
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self.response.readline(limit)
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self.response.isclosed() and not self.response.will_close:
+            self._transport._put_idle(self._key, conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                            ConnectionAbortedError)
+
+
+class Transport:
+    """HTTP/1.1 keep-alive connections to GigaChat hosts, through a CONNECT proxy if set.
+
+    Idle connections are kept per (scheme, host, port, TLS profile) in ``_idle``, guarded
+    by ``_lock``; a connection taken from it is used by one request only.  A reused
+    connection that the server has meanwhile closed is retried once on a fresh one.
+    """
+
+    def __init__(self, config: Config, api_context: Optional[ssl.SSLContext],
+                 auth_context: Optional[ssl.SSLContext]) -> None:
+        self._timeout = config.timeout
+        self._contexts = {"api": api_context, "auth": auth_context}
+        self._proxy = None  # type: Optional[Tuple[str, int, Dict[str, str]]]
+        if config.https_proxy:
+            parts = urllib.parse.urlsplit(config.https_proxy)
+            proxy_headers = {}
+            if parts.username is not None:
+                user_pass = "%s:%s" % (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+                proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(user_pass.encode("utf-8")).decode("ascii")
+            self._proxy = (parts.hostname or "", parts.port or 3128, proxy_headers)
+        self._no_proxy = config.no_proxy
+        self._lock = threading.Lock()
+        self._idle = {}  # type: Dict[Tuple[Any, ...], List[http.client.HTTPConnection]]
+
+    def _new_connection(self, key: Tuple[Any, ...]) -> http.client.HTTPConnection:
+        scheme, host, port, profile = key
+        use_proxy = self._proxy is not None and scheme == "https" and not proxy_bypassed(host, port, self._no_proxy)
+        if use_proxy:
+            assert self._proxy is not None
+            proxy_host, proxy_port, proxy_headers = self._proxy
+            conn = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=self._timeout,
+                                               context=self._contexts[profile])  # type: http.client.HTTPConnection
+            conn.set_tunnel(host, port, headers=proxy_headers)
+        elif scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._contexts[profile])
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+        try:
+            conn.connect()
+        except BaseException:
+            conn.close()
+            raise
+        if conn.sock is not None:
+            try:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        return conn
+
+    def _get_idle(self, key: Tuple[Any, ...]) -> Optional[http.client.HTTPConnection]:
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop() if idle else None
+
+    def _put_idle(self, key: Tuple[Any, ...], conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < POOL_MAX_IDLE_PER_HOST:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection (connections in use close when released)."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+    def request(self, method: str, url: str, body: Optional[bytes], headers: Dict[str, str],
+                profile: str = "api") -> UpstreamExchange:
+        """Send one request and return its exchange once the status line and headers arrived.
+
+        Raises ProxyError 502 (unreachable, TLS, proxy refused) or 504 (timed out).
+        """
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme
+        port = parts.port or (443 if scheme == "https" else 80)
+        key = (scheme, parts.hostname or "", port, profile)
+        target = parts.path + ("?" + parts.query if parts.query else "")
+        for attempt in (0, 1):
+            conn = self._get_idle(key) if attempt == 0 else None
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = self._new_connection(key)
+                conn.request(method, target, body=body, headers=headers)
+                response = conn.getresponse()
+            except _STALE_CONNECTION_ERRORS:
+                if conn is not None:
+                    conn.close()
+                if reused:
+                    continue  # the server closed an idle keep-alive connection: retry on a new one
+                raise ProxyError(502, "GigaChat at %s closed the connection without answering" % key[1],
+                                 "api_error", "upstream_unreachable")
+            except BaseException as exc:
+                if conn is not None:
+                    conn.close()
+                raise _transport_error(exc, key[1], self._timeout)
+            return UpstreamExchange(self, key, conn, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _transport_error(exc: BaseException, host: str, timeout: float) -> BaseException:
+    """Turn a socket/TLS failure into the ProxyError the client sees."""
+    if isinstance(exc, ProxyError) or not isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, socket.timeout):
+        return ProxyError(504, "GigaChat at %s did not answer within %g s (GIGACHAT_TIMEOUT)" % (host, timeout),
+                          "api_error", "upstream_timeout")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ProxyError(
+            502,
+            "TLS verification of %s failed: %s. If a corporate proxy inspects TLS, add its root "
+            "certificate with GIGACHAT_CA_BUNDLE_FILE" % (host, getattr(exc, "verify_message", "") or exc),
+            "api_error", "upstream_tls_error")
+    if isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed"):
+        return ProxyError(502, "the HTTPS proxy (HTTPS_PROXY) refused to connect to %s: %s"
+                          % (host, str(exc).split(":", 1)[-1].strip()), "api_error", "proxy_error")
+    if isinstance(exc, (OSError, http.client.HTTPException)):
+        return ProxyError(502, "cannot reach GigaChat at %s: %s" % (host, exc.__class__.__name__ + ": " + str(exc)
+                                                                        if str(exc) else exc.__class__.__name__),
+                          "api_error", "upstream_unreachable")
+    return exc
+
+
+# ==== Token manager ====
+# The only shared state besides the connection pool: one token, guarded by a condition
+# variable, with at most one refresh in flight however many requests are waiting.
+
+
+def _expiry_to_seconds(value: Any) -> Optional[float]:
+    """GigaChat expiry in seconds since the epoch: ms (documented) or s (``tok/exp`` form)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return value / 1000.0 if value >= 1e11 else float(value)
+
+
+class TokenManager:
+    """Hands out a valid GigaChat access token, fetching a new one when needed.
+
+    Modes, from the Config: OAuth with an authorization key (``POST auth_url``, Basic key,
+    fresh ``RqUID``, form ``scope=``), user/password (``POST {base}/token``), a static
+    token (used until GigaChat rejects it, then the key or password if configured), or
+    mTLS only (no token at all: ``get()`` returns None).
+
+    Concurrency: ``_cond`` guards ``_token``, ``_refresh_at``, ``_fetching`` and the
+    outcome of the last fetch.  A caller that finds no usable token either becomes the
+    one fetcher (``_fetching`` set, lock released during the network call) or waits on
+    ``_cond``; when the fetch ends every waiter wakes and takes its result, success or
+    error, so 50 requests at expiry cause exactly one OAuth call.  The token is refreshed
+    TOKEN_REFRESH_MARGIN seconds before expiry (half the lifetime for short-lived ones).
+    """
+
+    def __init__(self, config: Config, transport: Transport, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._transport = transport
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        self._token = config.access_token  # type: Optional[str]
+        self._refresh_at = float("inf")  # a static token does not expire by the clock
+        self._fetching = False
+        self._generation = 0
+        self._last_error = None  # type: Optional[ProxyError]
+        self.fetches = 0  # number of token requests made (for tests and logs)
+
+    @property
+    def can_fetch(self) -> bool:
+        """Whether a new token can be fetched (a key or a password is configured)."""
+        return bool(self._config.credentials or self._config.user)
+
+    def get(self) -> Optional[str]:
+        """Return a usable token (None in mTLS-only mode); may block while one is fetched."""
+        with self._cond:
+            while True:
+                if self._token is not None and self._clock() < self._refresh_at:
+                    return self._token
+                if not self.can_fetch:
+                    return self._token
+                if not self._fetching:
+                    self._fetching = True
+                    break
+                generation = self._generation
+                while self._fetching and self._generation == generation:
+                    self._cond.wait()
+                if self._generation != generation and self._last_error is not None:
+                    raise self._last_error
+        token = None  # type: Optional[str]
+        error = None  # type: Optional[ProxyError]
+        try:
+            token, expires = self._fetch()
+        except ProxyError as exc:
+            error = exc
+        finally:
+            with self._cond:
+                self._fetching = False
+                self._generation += 1
+                self._last_error = error
+                if token is not None:
+                    now = self._clock()
+                    lifetime = max(0.0, expires - now)
+                    self._token = token
+                    self._refresh_at = now + lifetime - min(TOKEN_REFRESH_MARGIN, lifetime / 2)
+                self._cond.notify_all()
+        if error is not None:
+            raise error
+        return token
+
+    def invalidate(self, token: Optional[str]) -> None:
+        """Forget ``token`` after GigaChat rejected it (no-op if already replaced)."""
+        with self._cond:
+            if token is not None and token == self._token and self.can_fetch:
+                self._token = None
+                self._refresh_at = 0.0
+
+    def _fetch(self) -> Tuple[str, float]:
+        config = self._config
+        self.fetches += 1
+        if config.credentials:
+            url = config.auth_url
+            headers = {
+                "Authorization": "Basic " + config.credentials,
+                "RqUID": str(uuid.uuid4()),
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+            body = urllib.parse.urlencode({"scope": config.scope}).encode("ascii")
+            exchange = self._transport.request("POST", url, body, headers, profile="auth")
+            what = "GIGACHAT_CREDENTIALS (authorization key) and GIGACHAT_SCOPE=%s" % config.scope
+        else:
+            url = config.base_url + "/token"
+            pair = "%s:%s" % (config.user, config.password)
+            headers = {
+                "Authorization": "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii"),
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+            exchange = self._transport.request("POST", url, b"", headers, profile="api")
+            what = "GIGACHAT_USER and GIGACHAT_PASSWORD"
+        data = exchange.read()
+        status = exchange.status
+        parsed = _json_or_none(data)
+        message = _upstream_message(parsed, data)
+        if status in (400, 401, 403):
+            raise ProxyError(401, "GigaChat refused to issue a token (HTTP %d: %s); check %s"
+                             % (status, message, what), "authentication_error", "upstream_auth_failed")
+        if status != 200 or not isinstance(parsed, dict):
+            raise ProxyError(502, "could not get a GigaChat token from %s (HTTP %d: %s)" % (url, status, message),
+                             "api_error", "upstream_auth_unavailable")
+        token = parsed.get("access_token") or parsed.get("tok")
+        expires = _expiry_to_seconds(parsed.get("expires_at", parsed.get("exp")))
+        if not isinstance(token, str) or not token or expires is None:
+            raise ProxyError(502, "GigaChat's token answer from %s lacks a token or expiry" % url,
+                             "api_error", "upstream_auth_unavailable")
+        log.debug("fetched a GigaChat token valid for %.0f s", expires - self._clock())
+        return token, expires
+
+
+# ==== Upstream client ====
+# Every call to GigaChat goes through Upstream: headers, the token, one retry after a
+# 401, and the mapping of GigaChat errors (JSON, HTML or garbage) to ProxyError.
+
+
+def _json_or_none(data: bytes) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _excerpt(data: bytes) -> str:
+    """A short, single-line, printable excerpt of an unexpected upstream body."""
+    text = data[: ERROR_EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    text = re.sub(r"<[^>]{0,200}>", " ", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if len(text) > ERROR_EXCERPT_CHARS:
+        text = text[:ERROR_EXCERPT_CHARS] + "..."
+    return text or "(empty body)"
+
+
+def _upstream_message(parsed: Any, data: bytes) -> str:
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        return parsed["message"].strip()[:1000]
+    return _excerpt(data)
+
+
+def upstream_error(status: int, headers: Any, data: bytes) -> ProxyError:
+    """Map a GigaChat error answer to the OpenAI error the client receives."""
+    parsed = _json_or_none(data)
+    if not isinstance(parsed, dict):
+        return ProxyError(502, "GigaChat answered HTTP %d with a non-JSON body: %s" % (status, _excerpt(data)),
+                          "api_error", "upstream_bad_response")
+    message = _upstream_message(parsed, data)
+    client_status, type_, code = UPSTREAM_STATUS_MAP.get(
+        status, (502 if status >= 500 else 400, "api_error" if status >= 500 else "invalid_request_error",
+                 "upstream_error"))
+    extra = {}
+    if status == 429 and headers is not None and headers.get("Retry-After"):
+        extra["Retry-After"] = headers.get("Retry-After")
+    if status == 401:
+        message = "GigaChat rejected the access token (%s); check the GigaChat credentials the proxy runs with" % message
+    return ProxyError(client_status, "GigaChat: " + message, type_, code, headers=extra)
+
+
+class Upstream:
+    """Calls GigaChat's API with the right headers and token; see TokenManager for auth."""
+
+    def __init__(self, config: Config, transport: Transport, tokens: TokenManager,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.transport = transport
+        self.tokens = tokens
+        self._clock = clock
+        self._models = ()  # type: Tuple[Dict[str, Any], ...]
+        self._models_at = float("-inf")
+        self._models_lock = threading.Lock()
+
+    def _send(self, method: str, path: str, payload: Any, extra_headers: Optional[Dict[str, str]],
+              stream: bool = False) -> UpstreamExchange:
+        body = None
+        headers = {"User-Agent": USER_AGENT, "Accept": "text/event-stream" if stream else "application/json"}
+        if payload is not None:
+            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if stream:
+            headers["Cache-Control"] = "no-store"
+        headers.update(extra_headers or {})
+        for attempt in (0, 1):
+            token = self.tokens.get()
+            if token is not None:
+                headers["Authorization"] = "Bearer " + token
+            exchange = self.transport.request(method, self.config.base_url + path, body, headers)
+            if exchange.status == 401 and attempt == 0 and self.tokens.can_fetch:
+                exchange.read()
+                self.tokens.invalidate(token)
+                continue
+            if exchange.status != 200:
+                raise upstream_error(exchange.status, exchange.headers, exchange.read())
+            return exchange
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def call(self, method: str, path: str, payload: Any = None,
+             extra_headers: Optional[Dict[str, str]] = None) -> Tuple[Any, Any]:
+        """A JSON call; returns (parsed body, response headers)."""
+        exchange = self._send(method, path, payload, extra_headers)
+        try:
+            data = exchange.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise _transport_error(exc, urllib.parse.urlsplit(self.config.base_url).hostname or "", self.config.timeout)
+        parsed = _json_or_none(data)
+        if parsed is None:
+            raise ProxyError(502, "GigaChat answered with a non-JSON body: %s" % _excerpt(data),
+                             "api_error", "upstream_bad_response")
+        return parsed, exchange.headers
+
+    def open_stream(self, payload: Dict[str, Any], extra_headers: Optional[Dict[str, str]] = None) -> UpstreamExchange:
+        """Start a streamed chat completion; errors before the first event raise here."""
+        exchange = self._send("POST", "/chat/completions", payload, extra_headers, stream=True)
+        content_type = (exchange.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "text/event-stream":
+            try:
+                data = exchange.read()
+            except (OSError, http.client.HTTPException):
+                data = b""
+            raise ProxyError(502, "GigaChat answered a stream request with %s instead of an event stream: %s"
+                             % (content_type or "no content type", _excerpt(data)), "api_error", "upstream_bad_response")
+        return exchange
+
+    def models(self) -> Tuple[Dict[str, Any], ...]:
+        """GigaChat's model list, cached MODELS_CACHE_SECONDS; a stale list is served if a refresh fails."""
+        now = self._clock()
+        if now - self._models_at < MODELS_CACHE_SECONDS:
+            return self._models
+        with self._models_lock:
+            if self._clock() - self._models_at < MODELS_CACHE_SECONDS:
+                return self._models
+            try:
+                data, _ = self.call("GET", "/models")
+            except ProxyError:
+                if self._models:
+                    log.warning("could not refresh the GigaChat model list; serving the cached one")
+                    return self._models
+                raise
+            items = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(items, list):
+                raise ProxyError(502, "GigaChat's model list has no data array", "api_error", "upstream_bad_response")
+            self._models = tuple(m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str))
+            self._models_at = self._clock()
+            return self._models
+
+    def known_model_ids(self) -> Tuple[str, ...]:
+        """Model ids from the last fetched list, without calling GigaChat."""
+        return tuple(m["id"] for m in self._models)
+
+
+# ==== Translation: OpenAI -> GigaChat and back ====
+# Pure functions over plain dicts: no I/O, no clock, no randomness (ids and times are
+# parameters), so every case is a fixture.  Bad client input raises ProxyError 400
+# naming the field; nothing a client sends is forwarded unless it is named here.
+
+_TOOL_CALL_ID_PREFIX = "call_"
+
+
+def resolve_model(name: Any, default: str, known: Tuple[str, ...] = ()) -> str:
+    """The GigaChat model for a client's model name.
+
+    Aliases (``gigachat``, ``gigachat-pro``, ``gigachat-max``) map to GigaChat 2 models;
+    a real GigaChat name (known, listed by GigaChat, or starting with ``GigaChat``) passes
+    through in GigaChat's spelling; anything else (``gpt-4o``, ``claude-...``) is ``default``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return default
+    name = name.strip()
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]
+    lowered = name.lower()
+    for candidate in KNOWN_MODELS + tuple(known):
+        if candidate.lower() == lowered:
+            return candidate
+    if lowered.startswith("gigachat"):
+        return name
+    return default
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _expect(value: Any, types: Tuple[type, ...], param: str, what: str) -> Any:
+    if isinstance(value, bool) and bool not in types:
+        raise bad_request("%s must be %s, not a boolean" % (param, what), param, "invalid_type")
+    if not isinstance(value, types):
+        raise bad_request("%s must be %s, not %s" % (param, what, _type_name(value)), param, "invalid_type")
+    return value
+
+
+def _number(request: Dict[str, Any], key: str, low: float, high: float, low_open: bool = False) -> Optional[float]:
+    value = request.get(key)
+    if value is None:
+        return None
+    _expect(value, (int, float), key, "a number")
+    if value != value or value < low or value > high or (low_open and value == low):
+        raise bad_request("%s must be %s %g and at most %g (got %r)"
+                          % (key, "above" if low_open else "at least", low, high, value), key)
+    return value
+
+
+def _content_text(content: Any, param: str) -> str:
+    """A message's content as the single string GigaChat requires (text parts joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise bad_request("%s must be a string or an array of content parts, not %s"
+                          % (param, _type_name(content)), param, "invalid_type")
+    texts = []
+    for i, part in enumerate(content):
+        where = "%s[%d]" % (param, i)
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        _expect(part, (dict,), where, "a content part object")
+        kind = part.get("type")
+        if kind in ("text", "input_text", "output_text"):
+            texts.append(_expect(part.get("text"), (str,), where + ".text", "a string"))
+        elif kind in ("image_url", "input_image", "image"):
+            raise bad_request("%s: image content is not supported by this gigaproxy version; "
+                              "send text only" % where, where + ".type", "unsupported_content")
+        else:
+            raise bad_request("%s: content part type %r is not supported (use text)" % (where, kind),
+                              where + ".type", "unsupported_content")
+    return "\n".join(texts)
+
+
+def _function_result(text: str) -> str:
+    """A tool result as the JSON-object string GigaChat requires (§4.1); others wrapped."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return json.dumps({"result": text}, ensure_ascii=False)
+    if isinstance(value, dict):
+        return text
+    return json.dumps({"result": value}, ensure_ascii=False)
+
+
+def _parse_arguments(arguments: Any, param: str) -> Dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return {}
+    _expect(arguments, (str,), param, "a JSON string")
+    try:
+        value = json.loads(arguments)
+    except ValueError as exc:
+        raise bad_request("%s is not valid JSON (%s)" % (param, exc), param, "invalid_tool_arguments")
+    if not isinstance(value, dict):
+        raise bad_request("%s must encode a JSON object, not %s" % (param, _type_name(value)),
+                          param, "invalid_tool_arguments")
+    return value
+
+
+def state_id_from_call_id(call_id: Any) -> Optional[str]:
+    """GigaChat's functions_state_id carried inside a tool call id we issued."""
+    if isinstance(call_id, str) and call_id.startswith(_TOOL_CALL_ID_PREFIX):
+        try:
+            return str(uuid.UUID(call_id[len(_TOOL_CALL_ID_PREFIX):]))
+        except ValueError:
+            return None
+    return None
+
+
+def _translate_messages(messages: Any) -> List[Dict[str, Any]]:
+    _expect(messages, (list,), "messages", "an array of messages")
+    if not messages:
+        raise bad_request("messages must contain at least one message", "messages", "empty_array")
+    out = []  # type: List[Dict[str, Any]]
+    system_parts = []  # type: List[str]
+    pending = {}  # type: Dict[str, Tuple[int, str]]  tool_call_id -> (index in out, function name)
+    leading = True
+    for i, message in enumerate(messages):
+        where = "messages[%d]" % i
+        _expect(message, (dict,), where, "a message object")
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise bad_request("%s.role must be a string" % where, where + ".role", "invalid_type")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in pending:
+                raise bad_request("%s.tool_call_id %r does not answer a tool call of the preceding assistant "
+                                  "message" % (where, call_id), where + ".tool_call_id")
+            slot, name = pending.pop(call_id)
+            out[slot] = {"role": "function", "name": name,
+                         "content": _function_result(_content_text(message.get("content"), where + ".content"))}
+            continue
+        if pending:
+            raise bad_request("%s: tool call %s has no tool message with its result before this message"
+                              % (where, ", ".join(sorted(pending))), where, "missing_tool_result")
+        if role in ("system", "developer"):
+            text = _content_text(message.get("content"), where + ".content")
+            if leading:
+                system_parts.append(text)
+            else:
+                out.append({"role": "user", "content": text})
+            continue
+        leading = False
+        if role == "user":
+            out.append({"role": "user", "content": _content_text(message.get("content"), where + ".content")})
+        elif role == "assistant":
+            text = _content_text(message.get("content"), where + ".content")
+            tool_calls = message.get("tool_calls")
+            legacy_call = message.get("function_call")
+            if tool_calls:
+                _expect(tool_calls, (list,), where + ".tool_calls", "an array")
+                for j, call in enumerate(tool_calls):
+                    cwhere = "%s.tool_calls[%d]" % (where, j)
+                    _expect(call, (dict,), cwhere, "an object")
+                    function = _expect(call.get("function"), (dict,), cwhere + ".function", "an object")
+                    name = _expect(function.get("name"), (str,), cwhere + ".function.name", "a string")
+                    call_id = _expect(call.get("id"), (str,), cwhere + ".id", "a string")
+                    if call_id in pending:
+                        raise bad_request("%s.id %r is used twice" % (cwhere, call_id), cwhere + ".id")
+                    assistant = {"role": "assistant", "content": text if j == 0 else "",
+                                 "function_call": {"name": name, "arguments": _parse_arguments(
+                                     function.get("arguments"), cwhere + ".function.arguments")}}
+                    state_id = state_id_from_call_id(call_id)
+                    if state_id:
+                        assistant["functions_state_id"] = state_id
+                    out.append(assistant)
+                    pending[call_id] = (len(out), name)
+                    out.append({})  # filled by the matching tool message
+            elif legacy_call is not None:
+                _expect(legacy_call, (dict,), where + ".function_call", "an object")
+                name = _expect(legacy_call.get("name"), (str,), where + ".function_call.name", "a string")
+                out.append({"role": "assistant", "content": text, "function_call": {
+                    "name": name,
+                    "arguments": _parse_arguments(legacy_call.get("arguments"), where + ".function_call.arguments")}})
+            else:
+                out.append({"role": "assistant", "content": text})
+        elif role == "function":
+            name = _expect(message.get("name"), (str,), where + ".name", "a string")
+            out.append({"role": "function", "name": name,
+                        "content": _function_result(_content_text(message.get("content"), where + ".content"))})
+        else:
+            raise bad_request("%s.role %r is not one of system, developer, user, assistant, tool, function"
+                              % (where, role), where + ".role", "invalid_role")
+    if pending:
+        raise bad_request("tool call %s has no tool message with its result" % ", ".join(sorted(pending)),
+                          "messages", "missing_tool_result")
+    if system_parts:
+        out.insert(0, {"role": "system", "content": "\n\n".join(system_parts)})
+    if not out:
+        raise bad_request("messages must contain a message that is not empty", "messages", "empty_array")
+    return out
+
+
+def _translate_tools(request: Dict[str, Any]) -> Tuple[Optional[List[Dict[str, Any]]], Any]:
+    """OpenAI tools/functions and tool_choice/function_call -> GigaChat functions, function_call."""
+    functions = []  # type: List[Dict[str, Any]]
+    tools = request.get("tools")
+    if tools is not None:
+        _expect(tools, (list,), "tools", "an array")
+        for i, tool in enumerate(tools):
+            where = "tools[%d]" % i
+            _expect(tool, (dict,), where, "an object")
+            if tool.get("type", "function") != "function":
+                raise bad_request("%s.type %r is not supported (only function tools)" % (where, tool.get("type")),
+                                  where + ".type", "unsupported_tool")
+            functions.append(_translate_function(tool.get("function"), where + ".function"))
+    legacy = request.get("functions")
+    if legacy is not None:
+        _expect(legacy, (list,), "functions", "an array")
+        for i, fn in enumerate(legacy):
+            functions.append(_translate_function(fn, "functions[%d]" % i))
+    choice = request.get("tool_choice", request.get("function_call"))
+    param = "tool_choice" if "tool_choice" in request else "function_call"
+    if not functions:
+        return None, None
+    names = [f["name"] for f in functions]
+    if choice is None or choice == "auto":
+        return functions, "auto"
+    if choice == "none":
+        return functions, "none"
+    if choice == "required":
+        return functions, ({"name": names[0]} if len(names) == 1 else "auto")
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if "function" in choice else choice.get("name")
+        if name not in names:
+            raise bad_request("%s names function %r, which is not among the tools" % (param, name), param)
+        return functions, {"name": name}
+    raise bad_request("%s must be auto, none, required or a named function" % param, param)
+
+
+def _translate_function(fn: Any, where: str) -> Dict[str, Any]:
+    _expect(fn, (dict,), where, "an object")
+    name = _expect(fn.get("name"), (str,), where + ".name", "a string")
+    out = {"name": name}  # type: Dict[str, Any]
+    if fn.get("description") is not None:
+        out["description"] = _expect(fn.get("description"), (str,), where + ".description", "a string")
+    parameters = fn.get("parameters")
+    if parameters is None:
+        parameters = {"type": "object", "properties": {}}
+    out["parameters"] = _expect(parameters, (dict,), where + ".parameters", "an object")
+    return out
+
+
+def to_gigachat_request(request: Dict[str, Any], default_model: str = DEFAULT_MODEL,
+                        known_models: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """Translate an OpenAI chat-completions request body into a GigaChat v1 one (§12)."""
+    _expect(request, (dict,), "body", "a JSON object")
+    body = {"model": resolve_model(request.get("model"), default_model, known_models)}  # type: Dict[str, Any]
+    if request.get("model") is not None:
+        _expect(request["model"], (str,), "model", "a string")
+    body["messages"] = _translate_messages(request.get("messages"))
+
+    stream = request.get("stream")
+    if stream is not None and _expect(stream, (bool,), "stream", "a boolean"):
+        body["stream"] = True
+    options = request.get("stream_options")
+    if options is not None:
+        _expect(options, (dict,), "stream_options", "an object")
+        if options.get("include_usage") is not None:
+            _expect(options["include_usage"], (bool,), "stream_options.include_usage", "a boolean")
+
+    n = request.get("n")
+    if n is not None:
+        _expect(n, (int,), "n", "an integer")
+        if n != 1:
+            raise bad_request("n=%d is not supported: GigaChat returns one choice per request" % n, "n", "unsupported_value")
+
+    temperature = _number(request, "temperature", 0, 1e6)
+    top_p = _number(request, "top_p", 0, 1)
+    if temperature == 0:
+        body["top_p"] = 0  # GigaChat rejects temperature 0; top_p 0 is its greedy decoding
+    elif temperature is not None:
+        body["temperature"] = temperature
+    if top_p is not None and "top_p" not in body:
+        body["top_p"] = top_p
+
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = request.get(key)
+        if value is not None:
+            _expect(value, (int,), key, "an integer")
+            if value < 1:
+                raise bad_request("%s must be at least 1 (got %d)" % (key, value), key)
+            body.setdefault("max_tokens", value)
+
+    penalty = _number(request, "repetition_penalty", 0, 1e6, low_open=True)
+    if penalty is not None:
+        body["repetition_penalty"] = penalty
+    interval = _number(request, "update_interval", 0, 3600)
+    if interval is not None:
+        body["update_interval"] = interval
+    if request.get("profanity_check") is not None:
+        body["profanity_check"] = _expect(request["profanity_check"], (bool,), "profanity_check", "a boolean")
+
+    functions, function_call = _translate_tools(request)
+    if functions is not None:
+        body["functions"] = functions
+        body["function_call"] = function_call
+    return body
+
+
+def map_usage(usage: Any) -> Dict[str, Any]:
+    """GigaChat usage -> OpenAI usage, precached_prompt_tokens as cached_tokens."""
+    usage = usage if isinstance(usage, dict) else {}
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    prompt, completion = count("prompt_tokens"), count("completion_tokens")
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": count("total_tokens") or prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": count("precached_prompt_tokens")},
+    }
+
+
+def _tool_call(function_call: Dict[str, Any], state_id: Any, fallback_id: str) -> Dict[str, Any]:
+    arguments = function_call.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+    call_id = fallback_id
+    if isinstance(state_id, str) and state_id:
+        try:
+            call_id = _TOOL_CALL_ID_PREFIX + str(uuid.UUID(state_id))
+        except ValueError:
+            pass
+    return {"id": call_id, "type": "function",
+            "function": {"name": str(function_call.get("name") or ""), "arguments": arguments}}
+
+
+def _fallback_call_id(completion_id: str) -> str:
+    return _TOOL_CALL_ID_PREFIX + completion_id.rsplit("-", 1)[-1][:24]
+
+
+def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, created: int) -> Dict[str, Any]:
+    """Translate a GigaChat chat answer into an OpenAI ``chat.completion`` object."""
+    choices = giga.get("choices") if isinstance(giga, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise ProxyError(502, "GigaChat's answer has no choices", "api_error", "upstream_bad_response")
+    out_choices = []
+    for position, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise ProxyError(502, "GigaChat's answer has a malformed choice", "api_error", "upstream_bad_response")
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        content = message.get("content")
+        out_message = {"role": "assistant", "content": content if isinstance(content, str) else ""}  # type: Dict[str, Any]
+        finish = FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop")
+        function_call = message.get("function_call")
+        if isinstance(function_call, dict):
+            out_message["content"] = None
+            out_message["tool_calls"] = [_tool_call(function_call, message.get("functions_state_id"),
+                                                    _fallback_call_id(completion_id))]
+            finish = "tool_calls"
+        if isinstance(message.get("reasoning_content"), str):
+            out_message["reasoning_content"] = message["reasoning_content"]
+        index = choice.get("index")
+        out_choices.append({"index": index if isinstance(index, int) else position, "message": out_message,
+                            "logprobs": None, "finish_reason": finish})
+    response = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": out_choices,
+        "usage": map_usage(giga.get("usage")),
+    }  # type: Dict[str, Any]
+    if isinstance(giga.get("model"), str):
+        response["system_fingerprint"] = giga["model"]
+    return response
+
+
+# ==== Streaming ====
+# iter_sse_data() reads GigaChat's SSE; StreamTranslator turns each event into OpenAI
+# chunks (I/O-free, fed one event at a time); sse_event() encodes one chunk for the wire.
+
+MAX_SSE_LINE = 16 * 1024 * 1024
+
+
+def iter_sse_data(readline: Callable[[int], bytes]) -> Iterator[str]:
+    """Yield the ``data`` of each server-sent event; comments and other fields are skipped."""
+    data_lines = []  # type: List[str]
+    while True:
+        line = readline(MAX_SSE_LINE)
+        if not line:
+            if data_lines:
+                yield "\n".join(data_lines)
+            return
+        if not line.endswith(b"\n") and len(line) >= MAX_SSE_LINE:
+            raise ProxyError(502, "GigaChat sent an event larger than %d bytes" % MAX_SSE_LINE,
+                             "api_error", "upstream_bad_response")
+        line = line.rstrip(b"\r\n")
+        if not line:
+            if data_lines:
+                yield "\n".join(data_lines)
+                data_lines = []
+            continue
+        field, _, value = line.partition(b":")
+        if field == b"data":
+            if value.startswith(b" "):
+                value = value[1:]
+            data_lines.append(value.decode("utf-8", "replace"))
+
+
+def sse_event(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+class StreamTranslator:
+    """GigaChat stream events in, OpenAI ``chat.completion.chunk`` dicts out.
+
+    GigaChat sends the role in its first delta, text deltas, and a last event with an
+    empty ``content``, the ``finish_reason`` and ``usage``; a function call arrives whole
+    in one delta together with ``finish_reason: "function_call"`` (gigachat-api.md §6).
+    ``feed(event)`` returns the chunks to write now: the role goes out with the first
+    delta, a tool call as one ``tool_calls`` delta (index, id, type, name, full arguments)
+    and then a separate finish chunk, the order Cline and Roo need.  ``finish()`` is
+    called after ``[DONE]``: it returns the usage chunk (``choices: []``) when the
+    client asked for ``stream_options.include_usage``, and raises ProxyError when the
+    stream ended without a finish reason, so a cut stream never looks complete.
+    """
+
+    def __init__(self, model: str, completion_id: str, created: int, include_usage: bool = False) -> None:
+        self.model = model
+        self.completion_id = completion_id
+        self.created = created
+        self.include_usage = include_usage
+        self.finish_reason = None  # type: Optional[str]
+        self.usage = None  # type: Optional[Dict[str, Any]]
+        self.system_fingerprint = None  # type: Optional[str]
+        self._role_sent = False
+
+    def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str]) -> Dict[str, Any]:
+        chunk = {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }  # type: Dict[str, Any]
+        if self.system_fingerprint:
+            chunk["system_fingerprint"] = self.system_fingerprint
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def feed(self, event: Any) -> List[Dict[str, Any]]:
+        choices = event.get("choices") if isinstance(event, dict) else None
+        if not isinstance(choices, list):
+            raise ProxyError(502, "GigaChat sent a stream event without choices: %s"
+                             % _excerpt(json.dumps(event, ensure_ascii=False).encode("utf-8")),
+                             "api_error", "upstream_bad_response")
+        if self.finish_reason is not None:
+            return []  # nothing may follow the finish chunk
+        if self.system_fingerprint is None and isinstance(event.get("model"), str):
+            self.system_fingerprint = event["model"]
+        if event.get("usage") is not None:
+            self.usage = map_usage(event["usage"])
+        chunks = []
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            out = {}  # type: Dict[str, Any]
+            if not self._role_sent:
+                out["role"] = "assistant"
+            reasoning = delta.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                out["reasoning_content"] = reasoning
+            content = delta.get("content")
+            function_call = delta.get("function_call")
+            finish = choice.get("finish_reason")
+            if isinstance(function_call, dict):
+                if isinstance(content, str) and content.strip():
+                    out["content"] = content
+                call = _tool_call(function_call, delta.get("functions_state_id"),
+                                  _fallback_call_id(self.completion_id))
+                call["index"] = 0
+                out["tool_calls"] = [call]
+                finish = "function_call"
+            elif isinstance(content, str) and (content or "role" in out):
+                out["content"] = content
+            if out:
+                self._role_sent = True
+                chunks.append(self._chunk(out, None))
+            if finish:
+                self.finish_reason = FINISH_REASONS.get(finish, "stop")
+                chunks.append(self._chunk({}, self.finish_reason))
+                break
+        return chunks
+
+    def finish(self) -> List[Dict[str, Any]]:
+        if self.finish_reason is None:
+            raise ProxyError(502, "GigaChat's stream ended before the answer was complete",
+                             "api_error", "upstream_stream_incomplete")
+        if not self.include_usage:
+            return []
+        usage_chunk = {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": self.usage or map_usage(None),
+        }  # type: Dict[str, Any]
+        if self.system_fingerprint:
+            usage_chunk["system_fingerprint"] = self.system_fingerprint
+        return [usage_chunk]
+
+
+# ==== HTTP handler ====
+# One thread per client connection (ThreadingHTTPServer).  Routes are a table; the body
+# is read with a size limit; _dispatch() is the single place where errors are rendered.
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """Escape control characters so a client cannot forge log lines."""
+    text = _CONTROL_CHARS.sub(lambda m: "\\x%02x" % ord(m.group()), text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while we were writing to it."""
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves the OpenAI API for one client connection (HTTP/1.1, keep-alive).
+
+    Every route answers with and without the ``/v1`` prefix.  Handlers raise ProxyError
+    for anything the client should see; ``_dispatch`` renders it as an OpenAI error body,
+    turns any other exception into a 500 without a traceback on the wire, and writes one
+    access-log line.  A streamed answer is written chunk by chunk (chunked transfer
+    encoding) the moment each upstream event is translated; once its headers are out, an
+    error can only be reported as an ``error`` event followed by the end of the stream.
+    """
+
+    protocol_version = "HTTP/1.1"
+    server_version = "gigaproxy/" + __version__
+    sys_version = ""
+    timeout = DEFAULT_CLIENT_IDLE_TIMEOUT
+    server = None  # type: GigaProxyServer  # set by socketserver; declared for readers
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        pass  # _dispatch writes the access line
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """Used by http.server for malformed request lines and headers: answer in JSON too."""
+        self.close_connection = True
+        self._send_json(code, ProxyError(code, message or "bad request", "invalid_request_error").body(),
+                        {"Connection": "close"})
+
+    def _send_json(self, status: int, obj: Any, headers: Optional[Dict[str, str]] = None) -> None:
+        data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _write_chunk(self, data: bytes) -> None:
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        except OSError as exc:
+            raise _ClientGone(exc)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+
+    def _dispatch(self) -> None:
+        started = time.monotonic()
+        self._status = 0
+        self._model = "-"
+        self._upstream_id = "-"
+        self._stream_started = False
+        path = urllib.parse.urlsplit(self.path).path
+        try:
+            handler, args = self._route(path)
+            handler(*args)
+        except ProxyError as exc:
+            self._render_error(exc)
+        except _ClientGone:
+            self.close_connection = True
+            self._status = self._status or 499
+        except Exception:
+            log.exception("internal error while serving %s %s", self.command, _printable(path))
+            self._render_error(ProxyError(500, "internal error in gigaproxy; see its log", "api_error", "internal_error"))
+        finally:
+            log.info("%s %s %s %s model=%s %.0fms upstream_id=%s", self.client_address[0], self.command,
+                     _printable(path), self._status or "-", _printable(self._model, 80),
+                     (time.monotonic() - started) * 1000, _printable(self._upstream_id, 80))
+
+    def _render_error(self, exc: ProxyError) -> None:
+        if self._stream_started:
+            return  # the stream code already reported it in-band
+        try:
+            self._send_json(exc.status, exc.body(), exc.headers)
+        except OSError:
+            self.close_connection = True
+
+    # -- routing ------------------------------------------------------------------------
+
+    def _route(self, path: str) -> Tuple[Callable[..., None], Tuple[Any, ...]]:
+        if path == "/v1" or path.startswith("/v1/"):
+            path = path[3:]
+        if len(path) > 1:
+            path = path.rstrip("/")
+        path = path or "/"
+        method = "GET" if self.command == "HEAD" else self.command
+        if path.startswith("/models/") and len(path) > len("/models/"):
+            allowed = {"GET": self._model_info}  # type: Dict[str, Callable[..., None]]
+            args = (urllib.parse.unquote(path[len("/models/"):]),)  # type: Tuple[Any, ...]
+        else:
+            allowed = ROUTES.get(path, {})
+            allowed = {m: getattr(self, name) for m, name in allowed.items()}
+            args = ()
+        if not allowed:
+            raise ProxyError(404, "no route %s %s; gigaproxy serves /v1/chat/completions, /v1/models, /health"
+                             % (self.command, _printable(path, 100)), "invalid_request_error", "not_found")
+        if method not in allowed:
+            self._discard_body()
+            raise ProxyError(405, "method %s is not allowed on %s (use %s)"
+                             % (self.command, _printable(path, 100), ", ".join(sorted(allowed))),
+                             "invalid_request_error", "method_not_allowed",
+                             headers={"Allow": ", ".join(sorted(allowed))})
+        return allowed[method], args
+
+    # -- request bodies -----------------------------------------------------------------
+
+    def _discard_body(self) -> None:
+        """Keep the connection usable after refusing a request that carried a body."""
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or (length and not length.isdigit()):
+            self.close_connection = True
+        elif length and int(length) > 0:
+            if int(length) > 65536:
+                self.close_connection = True
+            else:
+                self.rfile.read(int(length))
+
+    def _read_body(self) -> bytes:
+        limit = self.server.config.max_body_bytes
+        too_large = ProxyError(413, "request body is larger than %d MB (GIGAPROXY_MAX_BODY_MB)" % (limit // 1048576),
+                               "invalid_request_error", "request_too_large")
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts, total = [], 0
+            while True:
+                size_line = self.rfile.readline(1024)
+                try:
+                    size = int(size_line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    self.close_connection = True
+                    raise bad_request("malformed chunked request body", None, "bad_chunked_body")
+                if size == 0:
+                    while self.rfile.readline(65536) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                total += size
+                if total > limit:
+                    self.close_connection = True
+                    raise too_large
+                parts.append(self._read_exact(size))
+                self.rfile.readline(16)
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            self.close_connection = True
+            raise ProxyError(411, "a request body needs a Content-Length header", "invalid_request_error",
+                             "length_required")
+        if not length_text.strip().isdigit():
+            self.close_connection = True
+            raise bad_request("Content-Length %r is not a number" % _printable(length_text, 40), None,
+                              "bad_content_length")
+        length = int(length_text)
+        if length > limit:
+            self.close_connection = True
+            raise too_large
+        return self._read_exact(length)
+
+    def _read_exact(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) < size:
+            self.close_connection = True
+            raise bad_request("request body ended after %d of %d bytes" % (len(data), size), None, "truncated_body")
+        return data
+
+    def _read_json(self) -> Dict[str, Any]:
+        data = self._read_body()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise bad_request("request body is not valid UTF-8 (byte %d)" % exc.start, None, "invalid_encoding")
+        if not text.strip():
+            raise bad_request("request body is empty; send a JSON object", None, "invalid_json")
+        try:
+            value = json.loads(text)
+        except RecursionError:
+            raise bad_request("request body is nested too deeply", None, "invalid_json")
+        except ValueError as exc:
+            raise bad_request("request body is not valid JSON: %s" % exc, None, "invalid_json")
+        if not isinstance(value, dict):
+            raise bad_request("request body must be a JSON object, not %s" % _type_name(value), None, "invalid_json")
+        return value
+
+    # -- routes -------------------------------------------------------------------------
+
+    def _root(self) -> None:
+        self._send_json(200, {"name": "gigaproxy", "version": __version__, "openai_base_url": "/v1"})
+
+    def _health(self) -> None:
+        self._send_json(200, {"status": "ok", "version": __version__})
+
+    def _list_models(self) -> None:
+        self._send_json(200, {"object": "list", "data": self._model_objects()})
+
+    def _model_info(self, model_id: str) -> None:
+        for item in self._model_objects():
+            if item["id"] == model_id:
+                self._send_json(200, item)
+                return
+        raise ProxyError(404, "model %r does not exist" % _printable(model_id, 100), "invalid_request_error",
+                         "model_not_found", "model")
+
+    def _model_objects(self) -> List[Dict[str, Any]]:
+        items = [{"id": m["id"], "object": "model", "created": m.get("created") if isinstance(m.get("created"), int)
+                  else 0, "owned_by": m.get("owned_by") or "salutedevices"} for m in self.server.upstream.models()]
+        items.extend({"id": alias, "object": "model", "created": 0, "owned_by": "gigaproxy"} for alias in MODEL_ALIASES)
+        return items
+
+    def _forwarded_headers(self) -> Dict[str, str]:
+        headers = {}
+        for name in FORWARDED_HEADERS:
+            value = self.headers.get(name)
+            if value and len(value) <= 256 and value.isprintable():
+                headers[name] = value
+        return headers
+
+    def _chat_completions(self) -> None:
+        request = self._read_json()
+        upstream = self.server.upstream
+        giga = to_gigachat_request(request, self.server.config.model, upstream.known_model_ids())
+        self._model = giga["model"]
+        client_model = request.get("model") or giga["model"]
+        completion_id = "chatcmpl-" + uuid.uuid4().hex
+        created = int(time.time())
+        headers = self._forwarded_headers()
+        if giga.get("stream"):
+            options = request.get("stream_options") or {}
+            translator = StreamTranslator(client_model, completion_id, created, bool(options.get("include_usage")))
+            self._stream_chat(giga, headers, translator)
+            return
+        answer, upstream_headers = upstream.call("POST", "/chat/completions", giga, headers)
+        self._upstream_id = upstream_headers.get("x-request-id") or "-"
+        self._send_json(200, to_openai_response(answer, client_model, completion_id, created))
+
+    def _stream_chat(self, giga: Dict[str, Any], headers: Dict[str, str], translator: StreamTranslator) -> None:
+        exchange = self.server.upstream.open_stream(giga, headers)  # errors here are ordinary replies
+        self._upstream_id = exchange.headers.get("x-request-id") or "-"
+        finished = False
+        try:
+            self._status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("X-Accel-Buffering", "no")
+            try:
+                self.end_headers()
+            except OSError as exc:
+                raise _ClientGone(exc)
+            self._stream_started = True
+            try:
+                for data in iter_sse_data(exchange.readline):
+                    if data.strip() == "[DONE]":
+                        finished = True
+                        break
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise ProxyError(502, "GigaChat sent a stream event that is not JSON: %s"
+                                         % _excerpt(data.encode("utf-8")), "api_error", "upstream_bad_response")
+                    for chunk in translator.feed(event):
+                        self._write_chunk(sse_event(chunk))
+                tail = translator.finish()
+            except (OSError, http.client.HTTPException) as exc:
+                host = urllib.parse.urlsplit(self.server.config.base_url).hostname or ""
+                error = _transport_error(exc, host, self.server.config.timeout)
+                if not isinstance(error, ProxyError):
+                    raise
+                raise error
+            for chunk in tail:
+                self._write_chunk(sse_event(chunk))
+            self._write_chunk(SSE_DONE)
+            self._write_chunk(b"")  # the zero-length chunk ends the body
+            if finished:
+                exchange.read()  # the end of the upstream body, so the connection can be reused
+        except ProxyError as exc:
+            log.warning("stream ended with an error: %s", exc.message)
+            self._status = exc.status if not self._stream_started else self._status
+            try:
+                self._write_chunk(sse_event(exc.body()))
+                self._write_chunk(b"")
+            except _ClientGone:
+                self.close_connection = True
+            if not self._stream_started:
+                raise
+        finally:
+            exchange.close()  # no-op after release(); otherwise drops the upstream connection
+
+
+ROUTES = {
+    "/": {"GET": "_root"},
+    "/health": {"GET": "_health"},
+    "/models": {"GET": "_list_models"},
+    "/chat/completions": {"POST": "_chat_completions"},
+}  # type: Dict[str, Dict[str, str]]
+
+
+# ==== Server & CLI ====
+# make_server() binds and wires the pieces; serve() runs until Ctrl-C or SIGTERM;
+# main() reads the configuration, sets up logging and is the only place that exits.
+
+
+class GigaProxyServer(http.server.ThreadingHTTPServer):
+    """The listening socket plus the shared upstream client (``self.upstream``)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+    allow_reuse_address = os.name != "nt"  # on Windows SO_REUSEADDR lets others steal the port
+
+    def __init__(self, config: Config, upstream: Upstream) -> None:
+        self.config = config
+        self.upstream = upstream
+        if ":" in config.host:
+            self.address_family = socket.AF_INET6
+        super().__init__((config.host, config.port), Handler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.upstream.transport.close()
+
+
+def make_server(config: Config) -> GigaProxyServer:
+    """Build the SSL contexts, token manager and upstream client, and bind the socket.
+
+    Raises ConfigError when a certificate cannot be loaded or the address is taken.
+    """
+    if config.verify_ssl and config.bundled_ca_file and not os.path.exists(config.bundled_ca_file):
+        log.warning("%s is not next to gigaproxy.py; trusting the system certificate store only "
+                    "(copy the file beside the script or set GIGACHAT_CA_BUNDLE_FILE)", BUNDLED_CA_FILENAME)
+    if not config.verify_ssl:
+        log.warning("TLS certificate verification is OFF (GIGACHAT_VERIFY_SSL_CERTS=false): "
+                    "traffic to GigaChat can be intercepted")
+    transport = Transport(config, build_ssl_context(config, client_cert=True), build_ssl_context(config))
+    tokens = TokenManager(config, transport)
+    upstream = Upstream(config, transport, tokens)
+    try:
+        return GigaProxyServer(config, upstream)
+    except OSError as exc:
+        transport.close()
+        raise ConfigError("cannot listen on %s:%d (%s); choose another --port / GIGAPROXY_PORT or --host"
+                          % (config.host, config.port, exc.strerror or exc))
+
+
+def serve(server: GigaProxyServer) -> None:
+    """Serve until Ctrl-C or SIGTERM, then close the listening socket and idle connections."""
+    previous = None
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        def on_sigterm(signum: int, frame: Any) -> None:
+            threading.Thread(target=server.shutdown, name="gigaproxy-shutdown", daemon=True).start()
+        try:
+            previous = signal.signal(signal.SIGTERM, on_sigterm)
+        except (ValueError, OSError):
+            previous = None
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+ENV_HELP = """environment variables (flag > environment > env file > default):
+  GIGACHAT_CREDENTIALS        authorization key from the Sber cabinet (alias GIGACHAT_AUTH_KEY)
+  GIGACHAT_SCOPE              GIGACHAT_API_PERS (default), GIGACHAT_API_B2B or GIGACHAT_API_CORP
+  GIGACHAT_USER, GIGACHAT_PASSWORD   user/password instead of a key
+  GIGACHAT_ACCESS_TOKEN       a pre-issued access token
+  GIGACHAT_BASE_URL           default %(base)s
+  GIGACHAT_AUTH_URL           default %(auth)s
+  GIGACHAT_CA_BUNDLE_FILE     extra CA certificates (PEM), e.g. your corporate proxy's root
+  GIGACHAT_VERIFY_SSL_CERTS   default true (true/false/1/0/yes/no)
+  GIGACHAT_CERT_FILE, GIGACHAT_KEY_FILE, GIGACHAT_KEY_FILE_PASSWORD   mTLS client certificate
+  GIGACHAT_TIMEOUT            default %(timeout)g seconds (connect, and each wait for the next byte)
+  GIGACHAT_MODEL              default %(model)s: used for model names GigaChat does not have
+  GIGAPROXY_MAX_BODY_MB       default %(body)g: largest request body accepted
+  HTTPS_PROXY, NO_PROXY       corporate HTTP proxy (CONNECT) and the hosts that bypass it
+""" % {"base": DEFAULT_BASE_URL, "auth": DEFAULT_AUTH_URL, "timeout": DEFAULT_TIMEOUT, "model": DEFAULT_MODEL,
+       "body": DEFAULT_MAX_BODY_MB}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gigaproxy",
+        description="OpenAI-compatible API for Sber GigaChat. Point clients at http://HOST:PORT/v1.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="address to listen on (env GIGAPROXY_HOST, default %s)" % DEFAULT_HOST)
+    parser.add_argument("--port", type=int, help="port to listen on (env GIGAPROXY_PORT, default %d)" % DEFAULT_PORT)
+    parser.add_argument("--env-file", metavar="PATH",
+                        help="KEY=VALUE file to read settings from (env GIGAPROXY_ENV_FILE, default ./%s if present)"
+                        % DEFAULT_ENV_FILE)
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper,
+                        help="log verbosity (env GIGAPROXY_LOG_LEVEL, default %s)" % DEFAULT_LOG_LEVEL)
+    parser.add_argument("--version", action="version", version="gigaproxy " + __version__)
+    return parser
+
+
+class _RedactingFilter(logging.Filter):
+    """Defence in depth: replace configured secrets in any log record with ***."""
+
+    def __init__(self, secrets: List[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            message = record.getMessage()
+            redacted = message
+            for secret in self._secrets:
+                redacted = redacted.replace(secret, "***")
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
+def _configure_logging(config: Config) -> None:
+    for handler in list(log.handlers):
+        if getattr(handler, "_gigaproxy", False):
+            log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._gigaproxy = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_RedactingFilter(config.secrets()))
+    log.addHandler(handler)
+    log.setLevel(config.log_level)
+    log.propagate = False
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run gigaproxy with command-line ``argv``; returns the process exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (argparse printed why)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        config = load_config(args)
+        _configure_logging(config)
+        server = make_server(config)
+    except ConfigError as exc:
+        print("gigaproxy: error: %s" % exc, file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    shown_host = "[%s]" % host if ":" in host else host
+    log.info("gigaproxy %s listening on http://%s:%d/v1 -> %s (auth: %s, default model %s)",
+             __version__, shown_host, port, config.base_url, config.auth_mode, config.model)
+    serve(server)
+    log.info("gigaproxy stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
