@@ -1615,6 +1615,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """Used by http.server for malformed request lines and headers: answer in JSON too."""
         self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # no HTTP/0.9 here: always send a status line
         self._send_json(code, ProxyError(code, message or "bad request", "invalid_request_error").body(),
                         {"Connection": "close"})
 

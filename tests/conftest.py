@@ -1,0 +1,140 @@
+"""Shared fixtures: a fake GigaChat over HTTPS and gigaproxy on port 0 in-process.
+
+``fake`` is a started FakeGigaChat (tests/fake_gigachat.py); ``start_proxy(**env)``
+starts gigaproxy against it with extra environment settings and returns a Proxy
+handle; ``proxy`` is one started with the defaults.  Every server is stopped at the
+end of its test, and the fake must have recorded no internal error.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import gigaproxy  # noqa: E402
+from fake_gigachat import FakeGigaChat  # noqa: E402
+
+
+def fake_env(fake: FakeGigaChat, **overrides: Optional[str]) -> Dict[str, str]:
+    """The environment that points gigaproxy at ``fake`` (None removes a variable)."""
+    env = {
+        "GIGACHAT_CREDENTIALS": fake.credentials,
+        "GIGACHAT_BASE_URL": fake.base_url,
+        "GIGACHAT_AUTH_URL": fake.auth_url,
+        "GIGACHAT_CA_BUNDLE_FILE": fake.ca_file,
+    }
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+class Proxy:
+    """A running gigaproxy server plus small HTTP helpers for tests."""
+
+    def __init__(self, server: gigaproxy.GigaProxyServer) -> None:
+        self.server = server
+        self.port = server.server_address[1]
+        self.base_url = "http://127.0.0.1:%d/v1" % self.port
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+    def connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def request(self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None,
+                conn: Optional[http.client.HTTPConnection] = None) -> Tuple[int, Any, bytes]:
+        """One request; returns (status, headers, raw body)."""
+        own = conn is None
+        conn = conn or self.connect()
+        try:
+            if body is not None and not isinstance(body, (bytes, str)):
+                body = json.dumps(body)
+            all_headers = {"Content-Type": "application/json"}
+            all_headers.update(headers or {})
+            conn.request(method, path, body=body, headers=all_headers)
+            response = conn.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            if own:
+                conn.close()
+
+    def json(self, method: str, path: str, body: Any = None, **kw: Any) -> Tuple[int, Any, Any]:
+        status, headers, data = self.request(method, path, body, **kw)
+        return status, headers, json.loads(data.decode("utf-8"))
+
+    def chat(self, body: Dict[str, Any], **kw: Any) -> Tuple[int, Any, Any]:
+        return self.json("POST", "/v1/chat/completions", body, **kw)
+
+    def stream(self, body: Dict[str, Any], **kw: Any) -> Tuple[int, Any, List[Any]]:
+        """A streamed chat: returns (status, headers, list of decoded data payloads)."""
+        body = dict(body, stream=True)
+        status, headers, data = self.request("POST", "/v1/chat/completions", body, **kw)
+        return status, headers, sse_payloads(data)
+
+
+def sse_payloads(data: bytes) -> List[Any]:
+    """Decode an SSE body into its data payloads (JSON objects, or the string "[DONE]")."""
+    out = []  # type: List[Any]
+    for event in data.decode("utf-8").split("\n\n"):
+        lines = [line[5:].lstrip(" ") for line in event.split("\n") if line.startswith("data:")]
+        if not lines:
+            continue
+        payload = "\n".join(lines)
+        out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+@pytest.fixture
+def fake():
+    with FakeGigaChat() as server:
+        yield server
+    assert not server.errors, server.errors
+
+
+@pytest.fixture
+def make_config(fake, tmp_path):
+    def build(*argv: str, **env: Optional[str]) -> gigaproxy.Config:
+        args = gigaproxy.build_parser().parse_args(["--port", "0"] + list(argv))
+        return gigaproxy.load_config(args, fake_env(fake, **env), cwd=str(tmp_path))
+
+    return build
+
+
+@pytest.fixture
+def start_proxy(make_config):
+    started = []  # type: List[Proxy]
+
+    def start(config: Optional[gigaproxy.Config] = None, **env: Optional[str]) -> Proxy:
+        handle = Proxy(gigaproxy.make_server(config or make_config(**env)))
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+@pytest.fixture
+def proxy(start_proxy):
+    return start_proxy()
