@@ -768,12 +768,16 @@ class FakeGigaChat:
 
 @functools.lru_cache(maxsize=None)
 def _server_context(require_client_cert: bool) -> ssl.SSLContext:
-    """The server TLS context (tests/certs/server.pem), shared by all instances."""
+    """The server TLS context (tests/certs/server.pem), shared by all instances.
+
+    A client certificate is always asked for (and verified against ca.pem when
+    sent), so tests can see which connections presented one; with
+    ``require_client_cert`` a connection without one is refused.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(SERVER_CERT, SERVER_KEY)
-    if require_client_cert:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(CA_FILE)
+    ctx.load_verify_locations(CA_FILE)
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return ctx
 
 
