@@ -65,7 +65,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NoReturn, Optional, Tuple
 
 __version__ = "0.1.0"
 
@@ -260,6 +260,8 @@ class Config:
     def secrets(self) -> List[str]:
         """The configured secret values, for log redaction."""
         values = [self.credentials, self.password, self.access_token, self.key_file_password]
+        if self.https_proxy:
+            values.append(urllib.parse.urlsplit(self.https_proxy).password)
         return [v for v in values if v]
 
     def __repr__(self) -> str:  # never print a secret, even by accident
@@ -268,8 +270,19 @@ class Config:
             value = getattr(self, f.name)
             if f.name in ("credentials", "password", "access_token", "key_file_password") and value:
                 value = "***"
+            elif f.name == "https_proxy" and value:
+                value = _redact_url(value)
             fields.append("%s=%r" % (f.name, value))
         return "Config(%s)" % ", ".join(fields)
+
+
+def _redact_url(url: str) -> str:
+    """The URL with any user:password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -297,7 +310,7 @@ def parse_env_file(text: str, filename: str = ".env") -> Dict[str, str]:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", key):
-            raise ConfigError("%s line %d: expected KEY=VALUE, got %r" % (filename, lineno, raw.strip()[:40]))
+            raise ConfigError("%s line %d: expected KEY=VALUE" % (filename, lineno))  # no echo: it may hold a key
         value = value.strip()
         if value[:1] in ("'", '"'):
             quote = value[0]
@@ -317,9 +330,9 @@ def parse_env_file(text: str, filename: str = ".env") -> Dict[str, str]:
                     value,
                 )
         else:
-            hash_at = value.find(" #")
-            if hash_at >= 0:
-                value = value[:hash_at].rstrip()
+            comment = re.search(r"\s#", value)
+            if comment:
+                value = value[:comment.start()].rstrip()
         result[key] = value
     return result
 
@@ -1119,10 +1132,14 @@ def _content_text(content: Any, param: str) -> str:
     return "\n".join(texts)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError("%s is not JSON" % name)
+
+
 def _function_result(text: str) -> str:
     """A tool result as the JSON-object string GigaChat requires (§4.1); others wrapped."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_reject_constant)  # NaN/Infinity are not JSON
     except ValueError:
         return json.dumps({"result": text}, ensure_ascii=False)
     if isinstance(value, dict):
@@ -1149,10 +1166,12 @@ def _parse_arguments(arguments: Any, param: str) -> Dict[str, Any]:
 def state_id_from_call_id(call_id: Any) -> Optional[str]:
     """GigaChat's functions_state_id carried inside a tool call id we issued."""
     if isinstance(call_id, str) and call_id.startswith(_TOOL_CALL_ID_PREFIX):
+        rest = call_id[len(_TOOL_CALL_ID_PREFIX):]
         try:
-            return str(uuid.UUID(call_id[len(_TOOL_CALL_ID_PREFIX):]))
+            canonical = str(uuid.UUID(rest))
         except ValueError:
             return None
+        return canonical if canonical == rest else None  # only the exact form _tool_call writes
     return None
 
 
@@ -1366,7 +1385,9 @@ def map_usage(usage: Any) -> Dict[str, Any]:
 
 def _tool_call(function_call: Dict[str, Any], state_id: Any, fallback_id: str) -> Dict[str, Any]:
     arguments = function_call.get("arguments")
-    if not isinstance(arguments, str):
+    if isinstance(arguments, str):
+        arguments = arguments if arguments.strip() else "{}"  # Cline drops calls with empty arguments
+    else:
         arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
     call_id = fallback_id
     if isinstance(state_id, str) and state_id:
@@ -1395,6 +1416,8 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
         content = message.get("content")
         out_message = {"role": "assistant", "content": content if isinstance(content, str) else ""}  # type: Dict[str, Any]
         finish = FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop")
+        if finish == "tool_calls":
+            finish = "stop"  # unless a call is really there (built-in functions also end so)
         function_call = message.get("function_call")
         if isinstance(function_call, dict):
             out_message["content"] = None
@@ -1530,8 +1553,11 @@ class StreamTranslator:
                 call["index"] = 0
                 out["tool_calls"] = [call]
                 finish = "function_call"
-            elif isinstance(content, str) and (content or "role" in out):
-                out["content"] = content
+            else:
+                if finish == "function_call":
+                    finish = "stop"  # a built-in function ran; there is no call for the client
+                if isinstance(content, str) and (content or "role" in out):
+                    out["content"] = content
             if out:
                 self._role_sent = True
                 chunks.append(self._chunk(out, None))
@@ -1975,8 +2001,14 @@ ENV_HELP = """environment variables (flag > environment > env file > default):
        "body": DEFAULT_MAX_BODY_MB}
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        """One line and exit code 2, like every other startup error."""
+        self.exit(2, "gigaproxy: error: %s (see --help)\n" % message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="gigaproxy",
         description="OpenAI-compatible API for Sber GigaChat. Point clients at http://HOST:PORT/v1.",
         epilog=ENV_HELP,
