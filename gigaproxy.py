@@ -82,6 +82,10 @@ __all__ = [
     "build_parser",
     "resolve_model",
     "to_gigachat_request",
+    "translate_chat_request",
+    "ChatPlan",
+    "ToolNames",
+    "normalize_schema",
     "to_openai_response",
     "StreamTranslator",
     "TokenManager",
@@ -104,6 +108,7 @@ DEFAULT_TIMEOUT = 60.0  # seconds: connect, and each wait for the next upstream 
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_BODY_MB = 50.0  # room for several images as data: URLs
 DEFAULT_ENV_FILE = ".env"
+DEFAULT_STRUCTURED_OUTPUT = "function"  # json_schema answers via a forced function; or "native"
 DEFAULT_CLIENT_IDLE_TIMEOUT = 300.0  # seconds a client connection may sit idle
 BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
 
@@ -242,6 +247,7 @@ class Config:
     port: int = DEFAULT_PORT
     log_level: str = DEFAULT_LOG_LEVEL
     max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
+    structured_output: str = DEFAULT_STRUCTURED_OUTPUT
     https_proxy: Optional[str] = None
     no_proxy: Optional[str] = None
     bundled_ca_file: Optional[str] = None
@@ -470,6 +476,10 @@ def load_config(
     if not 0 < max_body_mb <= 4096:
         raise ConfigError("GIGAPROXY_MAX_BODY_MB must be a number of megabytes above 0 (got %r)" % body_text)
 
+    structured = (get("GIGAPROXY_STRUCTURED_OUTPUT", DEFAULT_STRUCTURED_OUTPUT) or "").strip().lower()
+    if structured not in ("function", "native"):
+        raise ConfigError("GIGAPROXY_STRUCTURED_OUTPUT must be function or native (got %r)" % structured)
+
     https_proxy = get("HTTPS_PROXY") or get("https_proxy")
     if https_proxy:
         https_proxy = _check_proxy_url(https_proxy)
@@ -494,6 +504,7 @@ def load_config(
         port=port,
         log_level=level,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        structured_output=structured,
         https_proxy=https_proxy,
         no_proxy=no_proxy,
         bundled_ca_file=os.path.join(os.path.dirname(os.path.abspath(__file__)), BUNDLED_CA_FILENAME),
@@ -1175,7 +1186,204 @@ def state_id_from_call_id(call_id: Any) -> Optional[str]:
     return None
 
 
-def _translate_messages(messages: Any) -> List[Dict[str, Any]]:
+# ---- tool names and schemas --------------------------------------------------------
+
+# Functions GigaChat has built in (§4.2, §9): a client tool by one of these names is renamed.
+GIGACHAT_BUILTIN_FUNCTIONS = frozenset({
+    "text2image", "text2model3d", "web_search", "code_interpreter", "image_generate",
+    "model_3d_generate", "url_content_extraction",
+})
+_SAFE_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+SCHEMA_MAX_DEPTH = 12  # $ref chains and nesting deeper than this are cut to a plain object
+_SCHEMA_FORMATS = ("date", "date-time", "time")  # the formats GigaChat accepts
+_SCHEMA_DROPPED_KEYS = ("$schema", "$id", "$comment", "$defs", "definitions", "$ref", "anyOf", "oneOf",
+                        "allOf", "const", "discriminator", "$anchor", "$dynamicRef", "$dynamicAnchor")
+
+
+class ToolNames:
+    """Client tool names <-> function names GigaChat accepts, for one request.
+
+    A name that is a plain identifier (``[A-Za-z_][A-Za-z0-9_]*``, at most 64 characters)
+    and not one of GigaChat's built-in functions is kept; others (``mcp__git.status``,
+    ``read-file``, ``web_search``) get a safe, unique stand-in.  Every response maps the
+    stand-in back, so the client only ever sees the names it sent.
+    """
+
+    def __init__(self, names: Any = ()) -> None:
+        self._to_gigachat = {}  # type: Dict[str, str]
+        self._to_client = {}  # type: Dict[str, str]
+        names = [n for n in names if isinstance(n, str)]
+        for name in names:  # safe names first, so they never have to move aside
+            if self._is_safe(name):
+                self.to_gigachat(name)
+        for name in names:
+            self.to_gigachat(name)
+
+    @staticmethod
+    def _is_safe(name: str) -> bool:
+        return bool(_SAFE_FUNCTION_NAME.match(name)) and name not in GIGACHAT_BUILTIN_FUNCTIONS
+
+    def to_gigachat(self, name: str) -> str:
+        """The GigaChat name for a client name (allocated on first use)."""
+        if name not in self._to_gigachat:
+            safe = self._fresh(name)
+            self._to_gigachat[name] = safe
+            self._to_client[safe] = name
+        return self._to_gigachat[name]
+
+    def to_client(self, name: str) -> str:
+        """The client's name for a function name GigaChat used."""
+        return self._to_client.get(name, name)
+
+    def reserve(self, base: str) -> str:
+        """A GigaChat function name for the proxy's own use, unlike any client tool's."""
+        safe = self._fresh(base)
+        self._to_client[safe] = safe
+        return safe
+
+    def _fresh(self, name: str) -> str:
+        if self._is_safe(name) and name not in self._to_client:
+            return name
+        base = re.sub(r"[^A-Za-z0-9_]", "_", name)[:56] or "fn"
+        if not re.match(r"[A-Za-z_]", base):
+            base = "fn_" + base
+        if base in GIGACHAT_BUILTIN_FUNCTIONS:
+            base = "user_" + base
+        safe, n = base, 2
+        while safe in self._to_client or safe in GIGACHAT_BUILTIN_FUNCTIONS:
+            safe, n = "%s_%d" % (base, n), n + 1
+        return safe
+
+
+def normalize_schema(schema: Any) -> Dict[str, Any]:
+    """A tool-parameter JSON Schema rewritten into the subset GigaChat accepts.
+
+    GigaChat rejects ``$ref``/``$defs``, ``anyOf``/``oneOf``/``allOf``, type arrays,
+    ``const``, non-string enums, objects without ``properties`` and most ``format``s.
+    This inlines references (a cycle or depth past SCHEMA_MAX_DEPTH becomes a plain
+    object), merges ``allOf``, takes the first non-null branch of a union (naming the
+    others in the description), turns ``["string", "null"]`` into ``"string"``,
+    ``const`` into a one-value enum, non-string enums into a description, infers a
+    missing ``type``, and gives every object ``properties``.  Descriptions survive.
+    """
+    if not isinstance(schema, dict):
+        return {"type": "object", "properties": {}}
+    defs = {}  # type: Dict[str, Any]
+    for key in ("$defs", "definitions"):
+        if isinstance(schema.get(key), dict):
+            for name, value in schema[key].items():
+                defs["#/%s/%s" % (key, name)] = value
+    result = _normalize_node(schema, defs, (), 0)
+    if result.get("type") != "object":
+        result = {"type": "object", "properties": {}}
+    return result
+
+
+def _describe(node: Dict[str, Any], note: str) -> None:
+    description = node.get("description")
+    node["description"] = ("%s (%s)" % (description, note)) if isinstance(description, str) and description else note
+
+
+def _type_of_value(value: Any) -> str:
+    return {"boolean": "boolean", "number": "integer" if isinstance(value, int) else "number",
+            "string": "string", "array": "array", "object": "object"}.get(_type_name(value), "string")
+
+
+def _normalize_node(node: Any, defs: Dict[str, Any], refs: Tuple[str, ...], depth: int) -> Dict[str, Any]:
+    if not isinstance(node, dict):
+        return {"type": "string"}  # ``true`` / anything: the most general value an LLM can write
+    if depth > SCHEMA_MAX_DEPTH:
+        out = {"type": "object", "properties": {}}  # type: Dict[str, Any]
+        _describe(out, "nested too deeply to describe")
+        return out
+    node = dict(node)
+    ref = node.pop("$ref", None)
+    if isinstance(ref, str):
+        target = defs.get(ref)
+        if target is None or ref in refs:
+            out = {"type": "object", "properties": {}}
+            if isinstance(node.get("description"), str):
+                out["description"] = node["description"]
+            if ref in refs:
+                _describe(out, "same structure as its parent")
+            return out
+        merged = dict(target)
+        merged.update({k: v for k, v in node.items() if k in ("description", "title", "default")})
+        return _normalize_node(merged, defs, refs + (ref,), depth + 1)
+    for part in node.pop("allOf", None) or []:
+        part = _normalize_node(part, defs, refs, depth + 1)
+        for key, value in part.items():
+            if key == "properties" and isinstance(node.get("properties"), dict):
+                node["properties"] = dict(node["properties"], **value)
+            elif key == "required" and isinstance(node.get("required"), list):
+                node["required"] = node["required"] + [r for r in value if r not in node["required"]]
+            else:
+                node.setdefault(key, value)
+    for union in ("anyOf", "oneOf"):
+        variants = node.pop(union, None)
+        if isinstance(variants, list):
+            options = [v for v in variants if not (isinstance(v, dict) and v.get("type") == "null")]
+            if options:
+                first = _normalize_node(options[0], defs, refs, depth + 1)
+                for key, value in first.items():
+                    if key == "description" and isinstance(node.get("description"), str):
+                        continue
+                    node.setdefault(key, value)
+                if len(options) > 1:
+                    others = sorted({_normalize_node(o, defs, refs, depth + 1).get("type", "object") for o in options[1:]})
+                    _describe(node, "may also be: " + ", ".join(others))
+    if "const" in node:
+        const = node.pop("const")
+        node.setdefault("type", _type_of_value(const))
+        node["enum"] = [const]
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"] or ["string"]
+        node["type"] = kinds[0]
+        if len(kinds) > 1:
+            _describe(node, "may also be: " + ", ".join(kinds[1:]))
+    enum = node.get("enum")
+    if isinstance(enum, list):
+        if "type" not in node and enum:
+            node["type"] = _type_of_value(enum[0])
+        if not all(isinstance(v, str) for v in enum):
+            node.pop("enum")
+            _describe(node, "one of: " + ", ".join(json.dumps(v, ensure_ascii=False) for v in enum))
+    if "type" not in node:
+        if "properties" in node or "additionalProperties" in node or "required" in node:
+            node["type"] = "object"
+        elif "items" in node:
+            node["type"] = "array"
+        else:
+            node["type"] = "string"
+    if node.get("format") not in _SCHEMA_FORMATS:
+        node.pop("format", None)
+    for key in _SCHEMA_DROPPED_KEYS:
+        node.pop(key, None)
+    if node["type"] == "object":
+        properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+        node["properties"] = {name: _normalize_node(value, defs, refs, depth + 1) for name, value in properties.items()}
+        if isinstance(node.get("required"), list):
+            node["required"] = [r for r in node["required"] if r in node["properties"]]
+            if not node["required"]:
+                del node["required"]
+        else:
+            node.pop("required", None)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            node["additionalProperties"] = _normalize_node(extra, defs, refs, depth + 1)
+    elif node["type"] == "array":
+        items = node.get("items")
+        if isinstance(items, list):
+            items = items[0] if items else None
+        node["items"] = _normalize_node(items, defs, refs, depth + 1) if isinstance(items, dict) else {"type": "string"}
+    return node
+
+
+# ---- requests -----------------------------------------------------------------------
+
+
+def _translate_messages(messages: Any, names: ToolNames) -> List[Dict[str, Any]]:
     _expect(messages, (list,), "messages", "an array of messages")
     if not messages:
         raise bad_request("messages must contain at least one message", "messages", "empty_array")
@@ -1194,7 +1402,7 @@ def _translate_messages(messages: Any) -> List[Dict[str, Any]]:
             if call_id not in pending:
                 raise bad_request("%s.tool_call_id %r does not answer a tool call of the preceding assistant "
                                   "message" % (where, call_id), where + ".tool_call_id")
-            slot, name = pending.pop(call_id)
+            slot, name = pending.pop(call_id)  # name: already GigaChat's
             out[slot] = {"role": "function", "name": name,
                          "content": _function_result(_content_text(message.get("content"), where + ".content"))}
             continue
@@ -1221,7 +1429,8 @@ def _translate_messages(messages: Any) -> List[Dict[str, Any]]:
                     cwhere = "%s.tool_calls[%d]" % (where, j)
                     _expect(call, (dict,), cwhere, "an object")
                     function = _expect(call.get("function"), (dict,), cwhere + ".function", "an object")
-                    name = _expect(function.get("name"), (str,), cwhere + ".function.name", "a string")
+                    name = names.to_gigachat(
+                        _expect(function.get("name"), (str,), cwhere + ".function.name", "a string"))
                     call_id = _expect(call.get("id"), (str,), cwhere + ".id", "a string")
                     if call_id in pending:
                         raise bad_request("%s.id %r is used twice" % (cwhere, call_id), cwhere + ".id")
@@ -1236,14 +1445,15 @@ def _translate_messages(messages: Any) -> List[Dict[str, Any]]:
                     out.append({})  # filled by the matching tool message
             elif legacy_call is not None:
                 _expect(legacy_call, (dict,), where + ".function_call", "an object")
-                name = _expect(legacy_call.get("name"), (str,), where + ".function_call.name", "a string")
+                name = names.to_gigachat(
+                    _expect(legacy_call.get("name"), (str,), where + ".function_call.name", "a string"))
                 out.append({"role": "assistant", "content": text, "function_call": {
                     "name": name,
                     "arguments": _parse_arguments(legacy_call.get("arguments"), where + ".function_call.arguments")}})
             else:
                 out.append({"role": "assistant", "content": text})
         elif role == "function":
-            name = _expect(message.get("name"), (str,), where + ".name", "a string")
+            name = names.to_gigachat(_expect(message.get("name"), (str,), where + ".name", "a string"))
             out.append({"role": "function", "name": name,
                         "content": _function_result(_content_text(message.get("content"), where + ".content"))})
         else:
@@ -1259,9 +1469,9 @@ def _translate_messages(messages: Any) -> List[Dict[str, Any]]:
     return out
 
 
-def _translate_tools(request: Dict[str, Any]) -> Tuple[Optional[List[Dict[str, Any]]], Any]:
-    """OpenAI tools/functions and tool_choice/function_call -> GigaChat functions, function_call."""
-    functions = []  # type: List[Dict[str, Any]]
+def _client_tools(request: Dict[str, Any]) -> List[Tuple[Dict[str, Any], str]]:
+    """The request's function definitions (``tools`` and legacy ``functions``) with their paths."""
+    found = []  # type: List[Tuple[Dict[str, Any], str]]
     tools = request.get("tools")
     if tools is not None:
         _expect(tools, (list,), "tools", "an array")
@@ -1271,52 +1481,135 @@ def _translate_tools(request: Dict[str, Any]) -> Tuple[Optional[List[Dict[str, A
             if tool.get("type", "function") != "function":
                 raise bad_request("%s.type %r is not supported (only function tools)" % (where, tool.get("type")),
                                   where + ".type", "unsupported_tool")
-            functions.append(_translate_function(tool.get("function"), where + ".function"))
+            fn = _expect(tool.get("function"), (dict,), where + ".function", "an object")
+            found.append((fn, where + ".function"))
     legacy = request.get("functions")
     if legacy is not None:
         _expect(legacy, (list,), "functions", "an array")
         for i, fn in enumerate(legacy):
-            functions.append(_translate_function(fn, "functions[%d]" % i))
-    choice = request.get("tool_choice", request.get("function_call"))
+            found.append((_expect(fn, (dict,), "functions[%d]" % i, "an object"), "functions[%d]" % i))
+    for fn, where in found:
+        name = _expect(fn.get("name"), (str,), where + ".name", "a string")
+        if not name:
+            raise bad_request("%s.name must not be empty" % where, where + ".name")
+    return found
+
+
+def tool_names(request: Any) -> ToolNames:
+    """The ToolNames for a chat request (its tools, in order); empty for a malformed one."""
+    try:
+        return ToolNames(fn["name"] for fn, _ in _client_tools(request))
+    except (ProxyError, AttributeError, TypeError):
+        return ToolNames()
+
+
+def _translate_tools(request: Dict[str, Any], names: ToolNames) -> Tuple[List[Dict[str, Any]], Any, bool]:
+    """Tools and tool_choice -> GigaChat functions, function_call, and whether a call is required."""
+    functions = []
+    client_names = []
+    for fn, where in _client_tools(request):
+        client_names.append(fn["name"])
+        out = {"name": names.to_gigachat(fn["name"])}  # type: Dict[str, Any]
+        if fn.get("description") is not None:
+            out["description"] = _expect(fn["description"], (str,), where + ".description", "a string")
+        parameters = fn.get("parameters")
+        if parameters is not None:
+            _expect(parameters, (dict,), where + ".parameters", "an object")
+        out["parameters"] = normalize_schema(parameters)
+        functions.append(out)
     param = "tool_choice" if "tool_choice" in request else "function_call"
+    choice = request.get(param)
     if not functions:
-        return None, None
-    names = [f["name"] for f in functions]
+        return [], None, False
     if choice is None or choice == "auto":
-        return functions, "auto"
+        return functions, "auto", False
     if choice == "none":
-        return functions, "none"
-    if choice == "required":
-        return functions, ({"name": names[0]} if len(names) == 1 else "auto")
+        return functions, "none", False
+    if choice in ("required", "any"):
+        if len(functions) == 1:
+            return functions, {"name": functions[0]["name"]}, False
+        return functions, "auto", True  # GigaChat cannot force "some function": instructed instead
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name") if "function" in choice else choice.get("name")
-        if name not in names:
+        if name not in client_names:
             raise bad_request("%s names function %r, which is not among the tools" % (param, name), param)
-        return functions, {"name": name}
+        return functions, {"name": names.to_gigachat(name)}, False
     raise bad_request("%s must be auto, none, required or a named function" % param, param)
 
 
-def _translate_function(fn: Any, where: str) -> Dict[str, Any]:
-    _expect(fn, (dict,), where, "an object")
-    name = _expect(fn.get("name"), (str,), where + ".name", "a string")
-    out = {"name": name}  # type: Dict[str, Any]
-    if fn.get("description") is not None:
-        out["description"] = _expect(fn.get("description"), (str,), where + ".description", "a string")
-    parameters = fn.get("parameters")
-    if parameters is None:
-        parameters = {"type": "object", "properties": {}}
-    out["parameters"] = _expect(parameters, (dict,), where + ".parameters", "an object")
-    return out
+REQUIRED_TOOL_INSTRUCTION = "You must answer by calling one of the provided functions."
+JSON_OBJECT_INSTRUCTION = ("Respond with one valid JSON object and nothing else: no prose, no Markdown, "
+                           "no code fences.")
+STRUCTURED_FUNCTION_DESCRIPTION = "Give the final answer to the user in this structure."
+
+
+class ChatPlan:
+    """What the answer side must know about one translated request (pure data).
+
+    ``names`` maps tool names back; ``output`` is None, ``"json_schema"`` or
+    ``"json_object"``; ``output_function`` is the GigaChat function that carries a
+    structured answer (function mode), and ``unwrap`` the property holding it when the
+    client's schema was not an object and had to be wrapped in one.
+    """
+
+    def __init__(self, names: Optional[ToolNames] = None, output: Optional[str] = None,
+                 output_function: Optional[str] = None, unwrap: Optional[str] = None) -> None:
+        self.names = names or ToolNames()
+        self.output = output
+        self.output_function = output_function
+        self.unwrap = unwrap
+
+
+def _add_instruction(messages: List[Dict[str, Any]], text: str) -> None:
+    if messages and messages[0]["role"] == "system":
+        messages[0]["content"] = (messages[0]["content"] + "\n\n" + text) if messages[0]["content"] else text
+    else:
+        messages.insert(0, {"role": "system", "content": text})
+
+
+def _response_format(request: Dict[str, Any]) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+    """(kind, json_schema object) of the client's response_format."""
+    value = request.get("response_format")
+    if value is None:
+        return None, None
+    _expect(value, (dict,), "response_format", "an object")
+    kind = value.get("type")
+    if kind == "text":
+        return None, None
+    if kind == "json_object":
+        return "json_object", None
+    if kind == "json_schema":
+        spec = _expect(value.get("json_schema"), (dict,), "response_format.json_schema", "an object")
+        _expect(spec.get("schema", {}), (dict,), "response_format.json_schema.schema", "an object")
+        return "json_schema", spec
+    raise bad_request("response_format.type must be text, json_object or json_schema", "response_format.type")
+
+
+REASONING_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
 
 def to_gigachat_request(request: Dict[str, Any], default_model: str = DEFAULT_MODEL,
-                        known_models: Tuple[str, ...] = ()) -> Dict[str, Any]:
+                        known_models: Tuple[str, ...] = (), structured_output: str = "function") -> Dict[str, Any]:
     """Translate an OpenAI chat-completions request body into a GigaChat v1 one (§12)."""
+    return translate_chat_request(request, default_model, known_models, structured_output)[0]
+
+
+def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT_MODEL,
+                           known_models: Tuple[str, ...] = (), structured_output: str = "function",
+                           ) -> Tuple[Dict[str, Any], ChatPlan]:
+    """The GigaChat body for an OpenAI chat request, and the ChatPlan for its answer.
+
+    ``structured_output`` is ``"function"`` (a json_schema answer is produced by forcing
+    a function whose parameters are the schema) or ``"native"`` (GigaChat's own
+    ``response_format``).
+    """
     _expect(request, (dict,), "body", "a JSON object")
     body = {"model": resolve_model(request.get("model"), default_model, known_models)}  # type: Dict[str, Any]
     if request.get("model") is not None:
         _expect(request["model"], (str,), "model", "a string")
-    body["messages"] = _translate_messages(request.get("messages"))
+    names = ToolNames(fn["name"] for fn, _ in _client_tools(request))
+    plan = ChatPlan(names)
+    body["messages"] = messages = _translate_messages(request.get("messages"), names)
 
     stream = request.get("stream")
     if stream is not None and _expect(stream, (bool,), "stream", "a boolean"):
@@ -1358,12 +1651,55 @@ def to_gigachat_request(request: Dict[str, Any], default_model: str = DEFAULT_MO
         body["update_interval"] = interval
     if request.get("profanity_check") is not None:
         body["profanity_check"] = _expect(request["profanity_check"], (bool,), "profanity_check", "a boolean")
+    effort = request.get("reasoning_effort")
+    if effort is not None:
+        _expect(effort, (str,), "reasoning_effort", "a string")
+        if effort.lower() not in REASONING_EFFORTS and effort.lower() != "none":
+            raise bad_request("reasoning_effort must be low, medium or high (got %r)" % effort, "reasoning_effort")
+        if effort.lower() in REASONING_EFFORTS:
+            body["reasoning_effort"] = REASONING_EFFORTS[effort.lower()]
 
-    functions, function_call = _translate_tools(request)
-    if functions is not None:
+    functions, function_call, required = _translate_tools(request, names)
+    if required:
+        _add_instruction(messages, REQUIRED_TOOL_INSTRUCTION)
+
+    kind, spec = _response_format(request)
+    plan.output = kind
+    if kind == "json_schema" and function_call == "none":
+        kind = "json_object"  # no function may be called, so not the answer function either
+    if kind == "json_object":
+        _add_instruction(messages, JSON_OBJECT_INSTRUCTION)
+        plan.output = "json_object"
+    elif kind == "json_schema" and structured_output == "native":
+        schema = normalize_schema(spec.get("schema"))  # type: ignore[union-attr]
+        strict = bool(spec.get("strict"))  # type: ignore[union-attr]
+        if strict and not schema.get("required") and schema.get("properties"):
+            schema["required"] = list(schema["properties"])  # GigaChat's strict mode needs the list
+        body["response_format"] = {"type": "json_schema", "schema": schema, "strict": strict}
+    elif kind == "json_schema":
+        assert spec is not None
+        schema = spec.get("schema") or {}
+        if schema.get("type", "object") != "object" or "anyOf" in schema or "oneOf" in schema:
+            plan.unwrap = "value"
+            schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+        base = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else "structured_answer"
+        function_name = names.reserve(base)
+        description = spec.get("description") if isinstance(spec.get("description"), str) else ""
+        functions.append({"name": function_name,
+                          "description": (description + " " if description else "") + STRUCTURED_FUNCTION_DESCRIPTION,
+                          "parameters": normalize_schema(schema)})
+        plan.output_function = function_name
+        if function_call is None:
+            function_call = {"name": function_name}  # the client has no tools: force the answer function
+        else:
+            _add_instruction(messages, "Give your final answer by calling the function %s." % function_name)
+    if functions:
         body["functions"] = functions
         body["function_call"] = function_call
-    return body
+    return body, plan
+
+
+# ---- answers ------------------------------------------------------------------------
 
 
 def map_usage(usage: Any) -> Dict[str, Any]:
@@ -1383,12 +1719,13 @@ def map_usage(usage: Any) -> Dict[str, Any]:
     }
 
 
-def _tool_call(function_call: Dict[str, Any], state_id: Any, fallback_id: str) -> Dict[str, Any]:
-    arguments = function_call.get("arguments")
+def _arguments_text(arguments: Any) -> str:
     if isinstance(arguments, str):
-        arguments = arguments if arguments.strip() else "{}"  # Cline drops calls with empty arguments
-    else:
-        arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+        return arguments if arguments.strip() else "{}"  # Cline drops calls with empty arguments
+    return json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+
+
+def _tool_call(function_call: Dict[str, Any], state_id: Any, fallback_id: str, names: ToolNames) -> Dict[str, Any]:
     call_id = fallback_id
     if isinstance(state_id, str) and state_id:
         try:
@@ -1396,15 +1733,59 @@ def _tool_call(function_call: Dict[str, Any], state_id: Any, fallback_id: str) -
         except ValueError:
             pass
     return {"id": call_id, "type": "function",
-            "function": {"name": str(function_call.get("name") or ""), "arguments": arguments}}
+            "function": {"name": names.to_client(str(function_call.get("name") or "")),
+                         "arguments": _arguments_text(function_call.get("arguments"))}}
 
 
 def _fallback_call_id(completion_id: str) -> str:
     return _TOOL_CALL_ID_PREFIX + completion_id.rsplit("-", 1)[-1][:24]
 
 
-def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, created: int) -> Dict[str, Any]:
+def _structured_content(function_call: Dict[str, Any], plan: ChatPlan) -> str:
+    """The structured answer carried by the output function's arguments, as JSON text."""
+    arguments = function_call.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            raise ProxyError(502, "GigaChat returned a structured answer that is not JSON", "api_error",
+                             "upstream_bad_response")
+    if plan.unwrap and isinstance(arguments, dict) and plan.unwrap in arguments:
+        arguments = arguments[plan.unwrap]
+    return json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+
+
+def json_object_text(text: str) -> str:
+    """Model text as one JSON object: code fences and prose around it removed.
+
+    Text with no JSON object in it is returned as ``{"response": text}``, so the client
+    always gets a parseable JSON object, as OpenAI's JSON mode promises.
+    """
+    stripped = text.strip()
+    fence = re.match(r"^```[A-Za-z0-9_-]*\s*(.*?)\s*```$", stripped, re.S)
+    if fence:
+        stripped = fence.group(1)
+    for candidate in (stripped, stripped[stripped.find("{"):stripped.rfind("}") + 1]):
+        try:
+            value = json.loads(candidate, parse_constant=_reject_constant)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return candidate
+    return json.dumps({"response": text}, ensure_ascii=False)
+
+
+def _failed_call(function_call: Any, names: ToolNames) -> ProxyError:
+    name = function_call.get("name") if isinstance(function_call, dict) else None
+    what = "function %r" % names.to_client(name) if isinstance(name, str) and name else "a function call"
+    return ProxyError(502, "GigaChat could not produce valid arguments for %s (finish_reason \"error\"); "
+                      "retrying the request usually helps" % what, "api_error", "tool_call_failed")
+
+
+def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, created: int,
+                       plan: Optional[ChatPlan] = None) -> Dict[str, Any]:
     """Translate a GigaChat chat answer into an OpenAI ``chat.completion`` object."""
+    plan = plan or ChatPlan()
     choices = giga.get("choices") if isinstance(giga, dict) else None
     if not isinstance(choices, list) or not choices:
         raise ProxyError(502, "GigaChat's answer has no choices", "api_error", "upstream_bad_response")
@@ -1415,15 +1796,23 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         content = message.get("content")
         out_message = {"role": "assistant", "content": content if isinstance(content, str) else ""}  # type: Dict[str, Any]
-        finish = FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop")
+        upstream_finish = choice.get("finish_reason") or "stop"
+        function_call = message.get("function_call")
+        if upstream_finish == "error":
+            raise _failed_call(function_call, plan.names)
+        finish = FINISH_REASONS.get(upstream_finish, "stop")
         if finish == "tool_calls":
             finish = "stop"  # unless a call is really there (built-in functions also end so)
-        function_call = message.get("function_call")
-        if isinstance(function_call, dict):
+        if isinstance(function_call, dict) and plan.output_function and function_call.get("name") == plan.output_function:
+            out_message["content"] = _structured_content(function_call, plan)
+            finish = "stop"
+        elif isinstance(function_call, dict):
             out_message["content"] = None
             out_message["tool_calls"] = [_tool_call(function_call, message.get("functions_state_id"),
-                                                    _fallback_call_id(completion_id))]
+                                                    _fallback_call_id(completion_id), plan.names)]
             finish = "tool_calls"
+        elif plan.output == "json_object" and finish == "stop":
+            out_message["content"] = json_object_text(out_message["content"])
         if isinstance(message.get("reasoning_content"), str):
             out_message["reasoning_content"] = message["reasoning_content"]
         index = choice.get("index")
@@ -1489,21 +1878,27 @@ class StreamTranslator:
     in one delta together with ``finish_reason: "function_call"`` (gigachat-api.md §6).
     ``feed(event)`` returns the chunks to write now: the role goes out with the first
     delta, a tool call as one ``tool_calls`` delta (index, id, type, name, full arguments)
-    and then a separate finish chunk, the order Cline and Roo need.  ``finish()`` is
-    called after ``[DONE]``: it returns the usage chunk (``choices: []``) when the
-    client asked for ``stream_options.include_usage``, and raises ProxyError when the
-    stream ended without a finish reason, so a cut stream never looks complete.
+    and then a separate finish chunk, the order Cline and Roo need.  With a ChatPlan for
+    structured output, the answer function's arguments become one content delta; in
+    JSON-object mode the text is held until the end and sent as one cleaned-up object.
+    ``finish()`` is called after ``[DONE]``: it returns the usage chunk (``choices: []``)
+    when the client asked for ``stream_options.include_usage``, and raises ProxyError
+    when the stream ended without a finish reason, so a cut stream never looks complete.
+    A GigaChat ``finish_reason: "error"`` (unusable function arguments) raises too.
     """
 
-    def __init__(self, model: str, completion_id: str, created: int, include_usage: bool = False) -> None:
+    def __init__(self, model: str, completion_id: str, created: int, include_usage: bool = False,
+                 plan: Optional[ChatPlan] = None) -> None:
         self.model = model
         self.completion_id = completion_id
         self.created = created
         self.include_usage = include_usage
+        self.plan = plan or ChatPlan()
         self.finish_reason = None  # type: Optional[str]
         self.usage = None  # type: Optional[Dict[str, Any]]
         self.system_fingerprint = None  # type: Optional[str]
         self._role_sent = False
+        self._held = []  # type: List[str]  # JSON-object mode: text kept until the end
 
     def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str]) -> Dict[str, Any]:
         chunk = {
@@ -1536,6 +1931,10 @@ class StreamTranslator:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            finish = choice.get("finish_reason")
+            function_call = delta.get("function_call")
+            if finish == "error":
+                raise _failed_call(function_call, self.plan.names)
             out = {}  # type: Dict[str, Any]
             if not self._role_sent:
                 out["role"] = "assistant"
@@ -1543,20 +1942,26 @@ class StreamTranslator:
             if isinstance(reasoning, str) and reasoning:
                 out["reasoning_content"] = reasoning
             content = delta.get("content")
-            function_call = delta.get("function_call")
-            finish = choice.get("finish_reason")
-            if isinstance(function_call, dict):
+            if isinstance(function_call, dict) and function_call.get("name") == self.plan.output_function:
+                out["content"] = _structured_content(function_call, self.plan)
+                finish = "stop"
+            elif isinstance(function_call, dict):
                 if isinstance(content, str) and content.strip():
                     out["content"] = content
                 call = _tool_call(function_call, delta.get("functions_state_id"),
-                                  _fallback_call_id(self.completion_id))
+                                  _fallback_call_id(self.completion_id), self.plan.names)
                 call["index"] = 0
                 out["tool_calls"] = [call]
                 finish = "function_call"
             else:
                 if finish == "function_call":
                     finish = "stop"  # a built-in function ran; there is no call for the client
-                if isinstance(content, str) and (content or "role" in out):
+                if self.plan.output == "json_object" and isinstance(content, str):
+                    self._held.append(content)
+                    if finish:
+                        text = "".join(self._held)
+                        out["content"] = json_object_text(text) if finish == "stop" else text
+                elif isinstance(content, str) and (content or "role" in out):
                     out["content"] = content
             if out:
                 self._role_sent = True
@@ -1839,7 +2244,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _chat_completions(self) -> None:
         request = self._read_json()
         upstream = self.server.upstream
-        giga = to_gigachat_request(request, self.server.config.model, upstream.known_model_ids())
+        config = self.server.config
+        giga, plan = translate_chat_request(request, config.model, upstream.known_model_ids(), config.structured_output)
         self._model = giga["model"]
         client_model = request.get("model") or giga["model"]
         completion_id = "chatcmpl-" + uuid.uuid4().hex
@@ -1847,12 +2253,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         headers = self._forwarded_headers()
         if giga.get("stream"):
             options = request.get("stream_options") or {}
-            translator = StreamTranslator(client_model, completion_id, created, bool(options.get("include_usage")))
+            translator = StreamTranslator(client_model, completion_id, created, bool(options.get("include_usage")), plan)
             self._stream_chat(giga, headers, translator)
             return
         answer, upstream_headers = upstream.call("POST", "/chat/completions", giga, headers)
         self._upstream_id = upstream_headers.get("x-request-id") or "-"
-        self._send_json(200, to_openai_response(answer, client_model, completion_id, created))
+        self._send_json(200, to_openai_response(answer, client_model, completion_id, created, plan))
 
     def _stream_chat(self, giga: Dict[str, Any], headers: Dict[str, str], translator: StreamTranslator) -> None:
         exchange = self.server.upstream.open_stream(giga, headers)  # errors here are ordinary replies
@@ -1996,6 +2402,7 @@ ENV_HELP = """environment variables (flag > environment > env file > default):
   GIGACHAT_TIMEOUT            default %(timeout)g seconds (connect, and each wait for the next byte)
   GIGACHAT_MODEL              default %(model)s: used for model names GigaChat does not have
   GIGAPROXY_MAX_BODY_MB       default %(body)g: largest request body accepted
+  GIGAPROXY_STRUCTURED_OUTPUT default function: json_schema answers via a forced function, or native
   HTTPS_PROXY, NO_PROXY       corporate HTTP proxy (CONNECT) and the hosts that bypass it
 """ % {"base": DEFAULT_BASE_URL, "auth": DEFAULT_AUTH_URL, "timeout": DEFAULT_TIMEOUT, "model": DEFAULT_MODEL,
        "body": DEFAULT_MAX_BODY_MB}
