@@ -51,10 +51,12 @@ import dataclasses
 import hmac
 import http.client
 import http.server
+import email.utils
 import ipaddress
 import json
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -104,12 +106,20 @@ KNOWN_SCOPES = ("GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP")
 DEFAULT_MODEL = "GigaChat-2"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
-DEFAULT_TIMEOUT = 60.0  # seconds: connect, and each wait for the next upstream byte
+DEFAULT_TIMEOUT = 180.0  # seconds GigaChat may stay silent (a long answer is silent until done)
+DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds to open a connection (TCP, proxy tunnel, TLS)
+DEFAULT_TOTAL_TIMEOUT = 600.0  # seconds for a whole request, retries and streaming included
+DEFAULT_MAX_RETRIES = 2  # extra attempts after 429/5xx/connection failures
+DEFAULT_RETRY_BACKOFF = 0.5  # seconds: the first backoff; doubled each time, with full jitter
+RETRY_AFTER_MAX_WAIT = 10.0  # a longer Retry-After is passed to the client instead of waited out
+DEFAULT_MAX_CONCURRENCY = 128  # client connections served at once; past it: 503
+DEFAULT_CLIENT_TIMEOUT = 60.0  # seconds a client has to send a whole request (head and body)
+DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds in-flight requests get to finish on SIGTERM / Ctrl-C
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_BODY_MB = 50.0  # room for several images as data: URLs
 DEFAULT_ENV_FILE = ".env"
 DEFAULT_STRUCTURED_OUTPUT = "function"  # json_schema answers via a forced function; or "native"
-DEFAULT_CLIENT_IDLE_TIMEOUT = 300.0  # seconds a client connection may sit idle
+DEFAULT_CLIENT_IDLE_TIMEOUT = 120.0  # seconds a keep-alive client connection may sit idle
 BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
 
 TOKEN_REFRESH_MARGIN = 60.0  # refresh this many seconds before the token expires
@@ -197,6 +207,7 @@ class ProxyError(Exception):
         self.code = code
         self.param = param
         self.headers = dict(headers or {})
+        self.retryable = False  # set for failures another attempt may cure (see Upstream._send)
 
     def body(self) -> Dict[str, Any]:
         return {
@@ -242,12 +253,21 @@ class Config:
     key_file: Optional[str] = None
     key_file_password: Optional[str] = None
     timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
     model: str = DEFAULT_MODEL
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     log_level: str = DEFAULT_LOG_LEVEL
     max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
     structured_output: str = DEFAULT_STRUCTURED_OUTPUT
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    api_key: Optional[str] = None
+    allow_unauthenticated: bool = False
     https_proxy: Optional[str] = None
     no_proxy: Optional[str] = None
     bundled_ca_file: Optional[str] = None
@@ -265,7 +285,7 @@ class Config:
 
     def secrets(self) -> List[str]:
         """The configured secret values, for log redaction."""
-        values = [self.credentials, self.password, self.access_token, self.key_file_password]
+        values = [self.credentials, self.password, self.access_token, self.key_file_password, self.api_key]
         if self.https_proxy:
             values.append(urllib.parse.urlsplit(self.https_proxy).password)
         return [v for v in values if v]
@@ -274,7 +294,7 @@ class Config:
         fields = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("credentials", "password", "access_token", "key_file_password") and value:
+            if f.name in ("credentials", "password", "access_token", "key_file_password", "api_key") and value:
                 value = "***"
             elif f.name == "https_proxy" and value:
                 value = _redact_url(value)
@@ -447,14 +467,32 @@ def load_config(
             "(or GIGACHAT_USER and GIGACHAT_PASSWORD, or GIGACHAT_ACCESS_TOKEN)"
         )
 
-    timeout_text = get("GIGACHAT_TIMEOUT", str(DEFAULT_TIMEOUT)) or ""
-    try:
-        timeout = float(timeout_text)
-    except ValueError:
-        timeout = -1.0
-    if not 0 < timeout <= 86400:
-        raise ConfigError("GIGACHAT_TIMEOUT must be a number of seconds above 0 (got %r)" % timeout_text)
+    def number(name: str, default: float, low: float, high: float, positive: bool = True,
+               what: str = "a number of seconds") -> float:
+        text = (get(name, repr(default)) or "").strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high or (positive and value <= 0):
+            raise ConfigError("%s must be %s %s %g and at most %g (got %r)"
+                              % (name, what, "above" if positive else "from", low, high, text))
+        return value
 
+    def whole(name: str, default: int, low: int, high: int) -> int:
+        value = number(name, default, low, high, False, "a whole number")
+        if value != int(value):
+            raise ConfigError("%s must be a whole number (got %r)" % (name, get(name)))
+        return int(value)
+
+    timeout = number("GIGACHAT_TIMEOUT", DEFAULT_TIMEOUT, 0, 86400)
+    connect_timeout = number("GIGAPROXY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 0, 3600)
+    total_timeout = number("GIGAPROXY_TOTAL_TIMEOUT", DEFAULT_TOTAL_TIMEOUT, 0, 86400)
+    client_timeout = number("GIGAPROXY_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT, 0, 86400)
+    shutdown_grace = number("GIGAPROXY_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE, 0, 86400, positive=False)
+    retry_backoff = number("GIGAPROXY_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF, 0, 60, positive=False)
+    max_retries = whole("GIGAPROXY_MAX_RETRIES", DEFAULT_MAX_RETRIES, 0, 10)
+    max_concurrency = whole("GIGAPROXY_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1, 100000)
     host = args.host or get("GIGAPROXY_HOST", DEFAULT_HOST) or DEFAULT_HOST
     port_text = str(args.port) if args.port is not None else get("GIGAPROXY_PORT", str(DEFAULT_PORT))
     try:
@@ -468,13 +506,9 @@ def load_config(
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("GIGAPROXY_LOG_LEVEL (--log-level) must be DEBUG, INFO, WARNING or ERROR (got %r)" % level)
 
-    body_text = get("GIGAPROXY_MAX_BODY_MB", str(DEFAULT_MAX_BODY_MB)) or ""
-    try:
-        max_body_mb = float(body_text)
-    except ValueError:
-        max_body_mb = -1.0
-    if not 0 < max_body_mb <= 4096:
-        raise ConfigError("GIGAPROXY_MAX_BODY_MB must be a number of megabytes above 0 (got %r)" % body_text)
+    max_body_mb = number("GIGAPROXY_MAX_BODY_MB", DEFAULT_MAX_BODY_MB, 0, 4096, what="a number of megabytes")
+    api_key = get("GIGAPROXY_API_KEY")
+    allow_open = parse_bool("GIGAPROXY_ALLOW_UNAUTHENTICATED", get("GIGAPROXY_ALLOW_UNAUTHENTICATED", "false") or "false")
 
     structured = (get("GIGAPROXY_STRUCTURED_OUTPUT", DEFAULT_STRUCTURED_OUTPUT) or "").strip().lower()
     if structured not in ("function", "native"):
@@ -499,12 +533,21 @@ def load_config(
         key_file=key_file,
         key_file_password=get("GIGACHAT_KEY_FILE_PASSWORD"),
         timeout=timeout,
+        connect_timeout=connect_timeout,
+        total_timeout=total_timeout,
+        max_retries=max_retries,
+        retry_backoff=retry_backoff,
         model=(get("GIGACHAT_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL).strip(),
         host=host,
         port=port,
         log_level=level,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         structured_output=structured,
+        max_concurrency=max_concurrency,
+        client_timeout=client_timeout,
+        shutdown_grace=shutdown_grace,
+        api_key=api_key,
+        allow_unauthenticated=allow_open,
         https_proxy=https_proxy,
         no_proxy=no_proxy,
         bundled_ca_file=os.path.join(os.path.dirname(os.path.abspath(__file__)), BUNDLED_CA_FILENAME),
@@ -618,6 +661,7 @@ class UpstreamExchange:
         self.response = response
         self.status = response.status
         self.headers = response.headers
+        self.deadline = None  # type: Optional[float]  # time.monotonic() by which the body must end
 
     def read(self) -> bytes:
         try:
@@ -629,6 +673,14 @@ class UpstreamExchange:
         return data
 
     def readline(self, limit: int = -1) -> bytes:
+        """One line of the body, waiting at most the idle timeout and never past the deadline."""
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise _total_timeout_error()
+            sock = self._conn.sock if self._conn is not None else None
+            if sock is not None:
+                sock.settimeout(min(self._transport.read_timeout, left))
         return self.response.readline(limit)
 
     def release(self) -> None:
@@ -663,7 +715,8 @@ class Transport:
 
     def __init__(self, config: Config, api_context: Optional[ssl.SSLContext],
                  auth_context: Optional[ssl.SSLContext]) -> None:
-        self._timeout = config.timeout
+        self.read_timeout = config.timeout
+        self._connect_timeout = config.connect_timeout
         self._contexts = {"api": api_context, "auth": auth_context}
         self._proxy = None  # type: Optional[Tuple[str, int, Dict[str, str]]]
         if config.https_proxy:
@@ -677,19 +730,19 @@ class Transport:
         self._lock = threading.Lock()
         self._idle = {}  # type: Dict[Tuple[Any, ...], List[http.client.HTTPConnection]]
 
-    def _new_connection(self, key: Tuple[Any, ...]) -> http.client.HTTPConnection:
+    def _new_connection(self, key: Tuple[Any, ...], connect_timeout: float) -> http.client.HTTPConnection:
         scheme, host, port, profile = key
         use_proxy = self._proxy is not None and scheme == "https" and not proxy_bypassed(host, port, self._no_proxy)
         if use_proxy:
             assert self._proxy is not None
             proxy_host, proxy_port, proxy_headers = self._proxy
-            conn = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=self._timeout,
+            conn = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=connect_timeout,
                                                context=self._contexts[profile])  # type: http.client.HTTPConnection
             conn.set_tunnel(host, port, headers=proxy_headers)
         elif scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._contexts[profile])
+            conn = http.client.HTTPSConnection(host, port, timeout=connect_timeout, context=self._contexts[profile])
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=connect_timeout)
         try:
             conn.connect()
         except BaseException:
@@ -724,10 +777,12 @@ class Transport:
                 conn.close()
 
     def request(self, method: str, url: str, body: Optional[bytes], headers: Dict[str, str],
-                profile: str = "api") -> UpstreamExchange:
+                profile: str = "api", deadline: Optional[float] = None) -> UpstreamExchange:
         """Send one request and return its exchange once the status line and headers arrived.
 
-        Raises ProxyError 502 (unreachable, TLS, proxy refused) or 504 (timed out).
+        ``deadline`` (``time.monotonic()``) bounds the whole wait.  Raises ProxyError 502
+        (unreachable, TLS, proxy refused) or 504 (timed out); ``retryable`` is set on the
+        failures that happen before GigaChat could have acted on the request.
         """
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme
@@ -735,33 +790,53 @@ class Transport:
         key = (scheme, parts.hostname or "", port, profile)
         target = parts.path + ("?" + parts.query if parts.query else "")
         for attempt in (0, 1):
+            left = float("inf") if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise _total_timeout_error()
             conn = self._get_idle(key) if attempt == 0 else None
             reused = conn is not None
+            if conn is None:
+                try:
+                    conn = self._new_connection(key, min(self._connect_timeout, left))
+                except BaseException as exc:
+                    error = _transport_error(exc, key[1], min(self._connect_timeout, left), "connect")
+                    if isinstance(error, ProxyError) and error.code in ("upstream_unreachable", "upstream_timeout"):
+                        error.retryable = True
+                    raise error
             try:
-                if conn is None:
-                    conn = self._new_connection(key)
+                if conn.sock is not None:
+                    conn.sock.settimeout(min(self.read_timeout, left))
                 conn.request(method, target, body=body, headers=headers)
                 response = conn.getresponse()
             except _STALE_CONNECTION_ERRORS:
-                if conn is not None:
-                    conn.close()
+                conn.close()
                 if reused:
                     continue  # the server closed an idle keep-alive connection: retry on a new one
-                raise ProxyError(502, "GigaChat at %s closed the connection without answering" % key[1],
-                                 "api_error", "upstream_unreachable")
+                error = ProxyError(502, "GigaChat at %s closed the connection without answering" % key[1],
+                                   "api_error", "upstream_unreachable")
+                error.retryable = True
+                raise error
             except BaseException as exc:
-                if conn is not None:
-                    conn.close()
-                raise _transport_error(exc, key[1], self._timeout)
-            return UpstreamExchange(self, key, conn, response)
+                conn.close()
+                raise _transport_error(exc, key[1], min(self.read_timeout, left))
+            exchange = UpstreamExchange(self, key, conn, response)
+            exchange.deadline = deadline
+            return exchange
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _transport_error(exc: BaseException, host: str, timeout: float) -> BaseException:
+def _total_timeout_error() -> ProxyError:
+    return ProxyError(504, "GigaChat did not finish within GIGAPROXY_TOTAL_TIMEOUT", "api_error", "upstream_timeout")
+
+
+def _transport_error(exc: BaseException, host: str, timeout: float, stage: str = "read") -> BaseException:
     """Turn a socket/TLS failure into the ProxyError the client sees."""
     if isinstance(exc, ProxyError) or not isinstance(exc, Exception):
         return exc
     if isinstance(exc, socket.timeout):
+        if stage == "connect":
+            return ProxyError(504, "could not connect to GigaChat at %s within %g s (GIGAPROXY_CONNECT_TIMEOUT)"
+                              % (host, timeout), "api_error", "upstream_timeout")
         return ProxyError(504, "GigaChat at %s did not answer within %g s (GIGACHAT_TIMEOUT)" % (host, timeout),
                           "api_error", "upstream_timeout")
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -960,6 +1035,25 @@ def upstream_error(status: int, headers: Any, data: bytes) -> ProxyError:
     return ProxyError(client_status, "GigaChat: " + message, type_, code, headers=extra)
 
 
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 class Upstream:
     """Calls GigaChat's API with the right headers and token; see TokenManager for auth."""
 
@@ -975,6 +1069,14 @@ class Upstream:
 
     def _send(self, method: str, path: str, payload: Any, extra_headers: Optional[Dict[str, str]],
               stream: bool = False) -> UpstreamExchange:
+        """Send with a token and return the 200 exchange; every other outcome raises ProxyError.
+
+        A 401 is retried once with a fresh token.  429, 500, 502, 503, 504 and failures
+        to connect (or a connection dropped before any answer) are retried up to
+        ``max_retries`` times with exponential backoff and full jitter, honouring a short
+        ``Retry-After``, all within ``total_timeout``; a read timeout is not retried.  A
+        stream is retried the same way, since nothing has reached the client yet.
+        """
         body = None
         headers = {"User-Agent": USER_AGENT, "Accept": "text/event-stream" if stream else "application/json"}
         if payload is not None:
@@ -983,19 +1085,49 @@ class Upstream:
         if stream:
             headers["Cache-Control"] = "no-store"
         headers.update(extra_headers or {})
-        for attempt in (0, 1):
+        deadline = time.monotonic() + self.config.total_timeout
+        attempt, reauthorized = 0, False
+        while True:
             token = self.tokens.get()
             if token is not None:
                 headers["Authorization"] = "Bearer " + token
-            exchange = self.transport.request(method, self.config.base_url + path, body, headers)
-            if exchange.status == 401 and attempt == 0 and self.tokens.can_fetch:
+            try:
+                exchange = self.transport.request(method, self.config.base_url + path, body, headers,
+                                                  deadline=deadline)
+            except ProxyError as exc:
+                if exc.retryable and self._may_retry(attempt, None, deadline, exc.message):
+                    attempt += 1
+                    continue
+                raise
+            if exchange.status == 401 and not reauthorized and self.tokens.can_fetch:
                 exchange.read()
                 self.tokens.invalidate(token)
+                reauthorized = True
                 continue
-            if exchange.status != 200:
-                raise upstream_error(exchange.status, exchange.headers, exchange.read())
-            return exchange
-        raise AssertionError("unreachable")  # pragma: no cover
+            if exchange.status == 200:
+                return exchange
+            error = upstream_error(exchange.status, exchange.headers, exchange.read())
+            if exchange.status in RETRY_STATUSES and self._may_retry(
+                    attempt, _retry_after(exchange.headers.get("Retry-After")), deadline, error.message):
+                attempt += 1
+                continue
+            raise error
+
+    def _may_retry(self, attempt: int, retry_after: Optional[float], deadline: float, reason: str) -> bool:
+        """Sleep before another attempt and return True, or return False if none is due."""
+        if attempt >= self.config.max_retries:
+            return False
+        delay = random.uniform(0, self.config.retry_backoff * (2 ** attempt))
+        if retry_after is not None:
+            if retry_after > RETRY_AFTER_MAX_WAIT:
+                return False  # the client is better placed to wait that long
+            delay = max(delay, retry_after)
+        if time.monotonic() + delay >= deadline:
+            return False
+        log.info("retrying GigaChat in %.2f s (attempt %d of %d): %s", delay, attempt + 2,
+                 self.config.max_retries + 1, reason)
+        time.sleep(delay)
+        return True
 
     def call(self, method: str, path: str, payload: Any = None,
              extra_headers: Optional[Dict[str, str]] = None) -> Tuple[Any, Any]:

@@ -15,6 +15,14 @@ from conftest import sse_payloads
 HELLO = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
 
 
+ATTEMPTS = 3  # one try and GIGAPROXY_MAX_RETRIES (2) more, for retryable failures
+
+
+def fail_every_attempt(fake, kind, attempts=ATTEMPTS, **fault):
+    for _ in range(attempts):
+        fake.add_fault(kind, **fault)
+
+
 def assert_openai_error(body, status_code=None):
     assert set(body) == {"error"}
     error = body["error"]
@@ -204,10 +212,11 @@ def test_stream_events_reach_the_client_as_they_leave_upstream(proxy, fake):
 
 
 def test_stream_failure_before_first_byte_is_an_ordinary_error(proxy, fake):
-    fake.add_fault("status", status=429, headers={"Retry-After": "7"})
+    fake.add_fault("status", status=429, headers={"Retry-After": "30"})  # too long to wait: passed on
     status, headers, data = proxy.request("POST", "/v1/chat/completions", dict(HELLO, stream=True))
     assert status == 429
-    assert headers["Retry-After"] == "7"
+    assert headers["Retry-After"] == "30"
+    assert len([r for r in fake.requests if r.path.endswith("/chat/completions")]) == 1
     error = assert_openai_error(json.loads(data))
     assert error["type"] == "rate_limit_error"
 
@@ -295,7 +304,7 @@ def test_client_leaving_mid_stream_closes_the_upstream_request(proxy, fake):
     (dict(status=402), 402, "insufficient_quota"),
 ])
 def test_upstream_json_errors_are_mapped(proxy, fake, fault, expected_status, expected_type):
-    fake.add_fault("status", **fault)
+    fail_every_attempt(fake, "status", **fault)
     status, headers, body = proxy.chat(HELLO)
     assert status == expected_status
     error = assert_openai_error(body)
@@ -306,8 +315,8 @@ def test_upstream_json_errors_are_mapped(proxy, fake, fault, expected_status, ex
 
 
 def test_upstream_html_error_becomes_502_with_excerpt(proxy, fake):
-    fake.add_fault("status", status=502, content_type="text/html",
-                   body="<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>")
+    fail_every_attempt(fake, "status", status=502, content_type="text/html",
+                       body="<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>")
     status, headers, data = proxy.request("POST", "/v1/chat/completions", HELLO)
     assert status == 502
     assert headers["Content-Type"].startswith("application/json")
@@ -351,8 +360,7 @@ def test_upstream_timeout_is_504(start_proxy, fake):
 
 def test_upstream_closing_without_answer_is_502(proxy, fake):
     proxy.chat(HELLO)
-    fake.add_fault("cut")
-    fake.add_fault("cut")  # also the retry on a fresh connection
+    fail_every_attempt(fake, "cut", attempts=ATTEMPTS + 1)  # +1: the stale pooled connection is free
     status, _, body = proxy.chat(HELLO)
     assert status == 502
     assert_openai_error(body)
@@ -502,7 +510,7 @@ def test_models_refresh_after_the_cache_time_and_survive_an_outage(proxy, fake):
     proxy.server.upstream._clock = lambda: clock[0]
     assert proxy.json("GET", "/v1/models")[0] == 200
     clock[0] += 301
-    fake.add_fault("status", path="/api/v1/models", status=503)
+    fail_every_attempt(fake, "status", path="/api/v1/models", status=503)
     status, _, body = proxy.json("GET", "/v1/models")
     assert status == 200 and len(body["data"]) > 3  # the stale list, not an error
     assert fake.models_calls == 1  # the 503 answer is not counted as a list call
@@ -512,7 +520,7 @@ def test_models_refresh_after_the_cache_time_and_survive_an_outage(proxy, fake):
 
 
 def test_models_error_when_upstream_never_answered(proxy, fake):
-    fake.add_fault("status", path="/api/v1/models", status=500)
+    fail_every_attempt(fake, "status", path="/api/v1/models", status=500)
     status, _, body = proxy.json("GET", "/v1/models")
     assert status == 502
     assert_openai_error(body)
