@@ -502,13 +502,18 @@ def load_config(
     if not 0 <= port <= 65535:
         raise ConfigError("GIGAPROXY_PORT (--port) must be a port number 0-65535 (got %r)" % port_text)
 
+    api_key = get("GIGAPROXY_API_KEY")
+    allow_open = parse_bool("GIGAPROXY_ALLOW_UNAUTHENTICATED", get("GIGAPROXY_ALLOW_UNAUTHENTICATED", "false") or "false")
+    if not api_key and not allow_open and not _is_loopback(host):
+        raise ConfigError(
+            "refusing to listen on %s without GIGAPROXY_API_KEY: anyone who can reach it would use your GigaChat "
+            "account; set GIGAPROXY_API_KEY, or GIGAPROXY_ALLOW_UNAUTHENTICATED=true if the network is trusted" % host)
+
     level = (args.log_level or get("GIGAPROXY_LOG_LEVEL", DEFAULT_LOG_LEVEL) or DEFAULT_LOG_LEVEL).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("GIGAPROXY_LOG_LEVEL (--log-level) must be DEBUG, INFO, WARNING or ERROR (got %r)" % level)
 
     max_body_mb = number("GIGAPROXY_MAX_BODY_MB", DEFAULT_MAX_BODY_MB, 0, 4096, what="a number of megabytes")
-    api_key = get("GIGAPROXY_API_KEY")
-    allow_open = parse_bool("GIGAPROXY_ALLOW_UNAUTHENTICATED", get("GIGAPROXY_ALLOW_UNAUTHENTICATED", "false") or "false")
 
     structured = (get("GIGAPROXY_STRUCTURED_OUTPUT", DEFAULT_STRUCTURED_OUTPUT) or "").strip().lower()
     if structured not in ("function", "native"):
@@ -552,6 +557,15 @@ def load_config(
         no_proxy=no_proxy,
         bundled_ca_file=os.path.join(os.path.dirname(os.path.abspath(__file__)), BUNDLED_CA_FILENAME),
     )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_proxy_url(value: str) -> str:
@@ -2140,6 +2154,56 @@ class _ClientGone(Exception):
     """The client closed its connection while we were writing to it."""
 
 
+class _DeadlineReader:
+    """The client's input stream with a deadline for the whole request (head and body).
+
+    Each read is one ``recv`` at most, with the socket timeout set to the time left, so a
+    client that trickles a byte at a time (slowloris) cannot hold a thread past the
+    deadline.  Past it, reads raise ``socket.timeout``, which http.server treats as a
+    timed-out request and the body reader turns into a 408.
+    """
+
+    def __init__(self, raw: Any, sock: socket.socket, deadline: float) -> None:
+        self._raw = raw
+        self._sock = sock
+        self.deadline = deadline
+
+    def _arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the request was not received within GIGAPROXY_CLIENT_TIMEOUT")
+        self._sock.settimeout(left)
+
+    def readline(self, limit: int = -1) -> bytes:
+        parts, size = [], 0
+        while limit < 0 or size < limit:
+            self._arm()
+            available = self._raw.peek(1)
+            if not available:
+                break
+            end = available.find(b"\n")
+            take = len(available) if end < 0 else end + 1
+            if limit >= 0:
+                take = min(take, limit - size)
+            part = self._raw.read(take)
+            parts.append(part)
+            size += len(part)
+            if part.endswith(b"\n"):
+                break
+        return b"".join(parts)
+
+    def read(self, size: int = -1) -> bytes:
+        parts, got = [], 0
+        while size < 0 or got < size:
+            self._arm()
+            part = self._raw.read1(65536 if size < 0 else min(65536, size - got))
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves the OpenAI API for one client connection (HTTP/1.1, keep-alive).
 
@@ -2161,10 +2225,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self._input = self.rfile  # the buffered socket reader; rfile becomes a _DeadlineReader
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+    def handle_one_request(self) -> None:
+        """Wait (up to the idle timeout) for a request, then give it GIGAPROXY_CLIENT_TIMEOUT."""
+        try:
+            self.connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
+            if not self._input.peek(1):
+                self.close_connection = True
+                return
+        except OSError:  # idle too long, or the client went away
+            self.close_connection = True
+            return
+        self.rfile = _DeadlineReader(self._input, self.connection,
+                                     time.monotonic() + self.server.config.client_timeout)
+        super().handle_one_request()
+
+    def handle_expect_100(self) -> bool:
+        """Refuse an oversized body before the client sends it (``Expect: 100-continue``)."""
+        length = self.headers.get("Content-Length", "")
+        if length.strip().isdigit() and int(length) > self.server.config.max_body_bytes:
+            self.close_connection = True
+            self._status = 413
+            self._send_json(413, self._too_large().body(), {"Connection": "close"})
+            return False
+        return super().handle_expect_100()
 
     def version_string(self) -> str:
         return self.server_version
@@ -2212,8 +2301,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._model = "-"
         self._upstream_id = "-"
         self._stream_started = False
+        self._linger = 0  # body bytes to read and discard after an early answer
         path = urllib.parse.urlsplit(self.path).path
+        self.server.request_started()
         try:
+            self.connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)  # for writing; body reads re-arm it
+            self._check_api_key(path)
             handler, args = self._route(path)
             handler(*args)
         except ProxyError as exc:
@@ -2225,9 +2318,41 @@ class Handler(http.server.BaseHTTPRequestHandler):
             log.exception("internal error while serving %s %s", self.command, _printable(path))
             self._render_error(ProxyError(500, "internal error in gigaproxy; see its log", "api_error", "internal_error"))
         finally:
+            if self._linger:
+                self._drain(self._linger)
+            if self.server.draining:
+                self.close_connection = True
+            self.server.request_finished()
             log.info("%s %s %s %s model=%s %.0fms upstream_id=%s", self.client_address[0], self.command,
                      _printable(path), self._status or "-", _printable(self._model, 80),
                      (time.monotonic() - started) * 1000, _printable(self._upstream_id, 80))
+
+    def _check_api_key(self, path: str) -> None:
+        """With GIGAPROXY_API_KEY set, every route but /health needs it (Bearer or x-api-key)."""
+        expected = self.server.config.api_key
+        if not expected or path.rstrip("/") in ("/health", "/v1/health"):
+            return
+        supplied = self.headers.get("x-api-key") or self.headers.get("api-key") or ""
+        authorization = self.headers.get("Authorization") or ""
+        if authorization[:7].lower() == "bearer ":
+            supplied = authorization[7:].strip()
+        if not hmac.compare_digest(supplied.encode("utf-8", "replace"), expected.encode("utf-8")):
+            self._discard_body()
+            raise ProxyError(401, "missing or wrong API key: send GIGAPROXY_API_KEY as 'Authorization: Bearer "
+                             "<key>' or 'x-api-key'", "authentication_error", "invalid_api_key",
+                             headers={"WWW-Authenticate": "Bearer"})
+
+    def _drain(self, size: int) -> None:
+        """Read and drop ``size`` body bytes so the client can read our early answer."""
+        try:
+            while size > 0:
+                part = self.rfile.read(min(size, 1 << 20))
+                if not part:
+                    break
+                size -= len(part)
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _render_error(self, exc: ProxyError) -> None:
         if self._stream_started:
@@ -2275,12 +2400,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if int(length) > 65536:
                 self.close_connection = True
             else:
-                self.rfile.read(int(length))
+                try:
+                    self.rfile.read(int(length))
+                except OSError:
+                    self.close_connection = True
+
+    def _too_large(self) -> ProxyError:
+        return ProxyError(413, "request body is larger than %g MB (GIGAPROXY_MAX_BODY_MB)"
+                          % (self.server.config.max_body_bytes / 1048576.0), "invalid_request_error",
+                          "request_too_large")
 
     def _read_body(self) -> bytes:
+        """The request body (Content-Length or chunked), within the size limit and deadline."""
+        try:
+            return self._read_body_unguarded()
+        except socket.timeout:
+            self.close_connection = True
+            raise ProxyError(408, "the request body did not arrive within %g s (GIGAPROXY_CLIENT_TIMEOUT)"
+                             % self.server.config.client_timeout, "invalid_request_error", "request_timeout")
+        except OSError as exc:
+            raise _ClientGone(exc)
+        finally:
+            self.connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
+
+    def _read_body_unguarded(self) -> bytes:
         limit = self.server.config.max_body_bytes
-        too_large = ProxyError(413, "request body is larger than %d MB (GIGAPROXY_MAX_BODY_MB)" % (limit // 1048576),
-                               "invalid_request_error", "request_too_large")
+        too_large = self._too_large()
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             parts, total = [], 0
             while True:
@@ -2312,6 +2457,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(length_text)
         if length > limit:
             self.close_connection = True
+            if length <= 4 * limit:
+                self._linger = length  # read it after answering, so the client sees the 413
             raise too_large
         return self._read_exact(length)
 
@@ -2323,6 +2470,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return data
 
     def _read_json(self) -> Dict[str, Any]:
+        media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if media and media not in JSON_MEDIA_TYPES and not media.endswith("+json"):
+            self._discard_body()
+            raise ProxyError(415, "Content-Type %s is not supported; send application/json"
+                             % _printable(media, 60), "invalid_request_error", "unsupported_media_type")
         data = self._read_body()
         try:
             text = data.decode("utf-8-sig")
@@ -2447,6 +2599,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             exchange.close()  # no-op after release(); otherwise drops the upstream connection
 
 
+# Request media types read as JSON: curl -d sends form-urlencoded unless told otherwise.
+JSON_MEDIA_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
+
 ROUTES = {
     "/": {"GET": "_root"},
     "/health": {"GET": "_health"},
@@ -2461,7 +2616,14 @@ ROUTES = {
 
 
 class GigaProxyServer(http.server.ThreadingHTTPServer):
-    """The listening socket plus the shared upstream client (``self.upstream``)."""
+    """The listening socket, the shared upstream client, and the counts that bound load.
+
+    One thread per client connection, at most ``config.max_concurrency`` of them: a
+    connection past that gets a 503 with ``Retry-After`` from a short-lived thread (those
+    are bounded too; beyond them the connection is simply closed).  ``_lock`` guards the
+    connection and request counters; ``_idle`` is notified when the last request ends,
+    which is what a graceful shutdown waits for.
+    """
 
     daemon_threads = True
     request_queue_size = 128
@@ -2470,9 +2632,86 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
     def __init__(self, config: Config, upstream: Upstream) -> None:
         self.config = config
         self.upstream = upstream
+        self.draining = False
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._connections = 0
+        self._refusing = 0
+        self._requests = 0
         if ":" in config.host:
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            admitted = self._connections < self.config.max_concurrency
+            if admitted:
+                self._connections += 1
+            elif self._refusing < 16:
+                self._refusing += 1
+            else:
+                self.shutdown_request(request)  # overloaded even for polite refusals
+                return
+        target = self.process_request_thread if admitted else self._refuse
+        threading.Thread(target=target, args=(request, client_address), daemon=True).start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._connections -= 1
+
+    def _refuse(self, request: Any, client_address: Any) -> None:
+        """Answer 503 + Retry-After to a connection over the cap, then close it."""
+        body = json.dumps(ProxyError(503, "gigaproxy is at GIGAPROXY_MAX_CONCURRENCY (%d connections); retry "
+                                     "shortly" % self.config.max_concurrency, "api_error", "overloaded").body())
+        try:
+            request.settimeout(1.0)
+            try:
+                request.recv(65536)  # the request head, so closing does not reset the answer away
+            except OSError:
+                pass
+            request.sendall(("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             "Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body)).encode("utf-8"))
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+            with self._lock:
+                self._refusing -= 1
+        log.warning("refused a connection from %s: over GIGAPROXY_MAX_CONCURRENCY=%d",
+                    client_address[0], self.config.max_concurrency)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection failed outside any request (a reset, a half-sent request line)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("connection from %s ended: %s", client_address[0], error)
+        else:
+            log.exception("unexpected error on a connection from %s", client_address[0])
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    def request_finished(self) -> None:
+        with self._lock:
+            self._requests -= 1
+            if self._requests == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False if some still are after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._requests > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+            return True
 
     def server_close(self) -> None:
         super().server_close()
@@ -2502,7 +2741,11 @@ def make_server(config: Config) -> GigaProxyServer:
 
 
 def serve(server: GigaProxyServer) -> None:
-    """Serve until Ctrl-C or SIGTERM, then close the listening socket and idle connections."""
+    """Serve until Ctrl-C or SIGTERM, then stop accepting and let requests in flight finish.
+
+    In-flight requests (streams included) get ``config.shutdown_grace`` seconds; a second
+    Ctrl-C stops at once.  Idle keep-alive connections are not waited for.
+    """
     previous = None
     if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
         def on_sigterm(signum: int, frame: Any) -> None:
@@ -2512,9 +2755,19 @@ def serve(server: GigaProxyServer) -> None:
         except (ValueError, OSError):
             previous = None
     try:
-        server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:
-        pass
+        try:
+            server.serve_forever(poll_interval=0.5)
+        except KeyboardInterrupt:
+            pass
+        server.draining = True
+        server.socket.close()  # stop accepting; requests in flight go on
+        log.info("stopping: waiting up to %g s for requests in flight (GIGAPROXY_SHUTDOWN_GRACE)",
+                 server.config.shutdown_grace)
+        try:
+            if not server.wait_idle(server.config.shutdown_grace):
+                log.warning("requests still running after the grace period; stopping anyway")
+        except KeyboardInterrupt:
+            log.warning("second interrupt: stopping at once")
     finally:
         server.server_close()
         if previous is not None:

@@ -25,6 +25,18 @@ What it fakes:
 * Scripted replies (``enqueue_reply``) and fault injection (``add_fault``):
   error statuses, expired tokens, held answers, cut streams, garbage bodies.
 
+Function schemas (§4.2 "Schema support").  Every ``functions[].parameters`` and a
+native ``response_format.schema`` is checked node by node (through ``properties``,
+``items`` and ``additionalProperties``), and a 422 ``Invalid params: ...`` answers a
+node with ``$ref``, ``$defs``/``definitions``, ``anyOf``/``oneOf``/``allOf``, a list
+``type``, ``const``, an ``enum`` with non-string values, a ``format`` other than
+date/date-time/time, or ``type: object`` without ``properties``; so does a function
+name that is not ``[A-Za-z_][A-Za-z0-9_]*`` or that is a built-in function's name
+(text2image, text2model3d, web_search).  These rules mirror what gpt2giga's schema
+normaliser (``gpt2giga/common/json_schema.py``, ``common/tools.py``) removes or renames
+and what the SPEC says of names; they are not an official list of what GigaChat
+rejects (none is published, §4.2), only the strictest reading the sources support.
+
 Everything the fake saw is recorded in ``fake.requests``; internal errors of
 the fake itself (bugs) land in ``fake.errors`` so tests can assert it is empty.
 """
@@ -121,6 +133,15 @@ FUNCTION_FIELDS = frozenset((
     "name", "description", "parameters", "few_shot_examples", "return_parameters",
 ))
 BUILTIN_FUNCTIONS = ("text2image", "text2model3d")
+#: Names a custom function may not take (§4.2: built-ins, and gpt2giga renames ``web_search``).
+RESERVED_FUNCTION_NAMES = BUILTIN_FUNCTIONS + ("web_search",)
+#: What a custom function's name may look like (§4.2: Latin letters, not starting with a digit;
+#: snake_case with digits works in practice).
+FUNCTION_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: The only JSON Schema ``format`` values accepted (§4.2, after gpt2giga).
+SCHEMA_FORMATS = ("date", "date-time", "time")
+#: Schema keywords that are refused wherever they appear (§4.2, after gpt2giga).
+SCHEMA_REFUSED_KEYS = ("$ref", "$defs", "definitions", "anyOf", "oneOf", "allOf", "const")
 REASONING_EFFORTS = ("low", "medium", "high")
 
 INVALID_JSON = "Your request contains invalid JSON syntax."
@@ -404,11 +425,17 @@ def _validate_functions(body: dict) -> None:
                     raise _invalid("%s: unknown field '%s'" % (where, key))
             if not isinstance(fn.get("name"), str) or not fn["name"]:
                 raise _invalid("%s.name must be a non-empty string" % where)
+            if not FUNCTION_NAME_RE.match(fn["name"]):
+                raise _invalid("%s.name '%s' must be Latin letters, digits and underscores, "
+                               "not starting with a digit" % (where, fn["name"]))
+            if fn["name"] in RESERVED_FUNCTION_NAMES:
+                raise _invalid("%s.name '%s' is the name of a built-in function" % (where, fn["name"]))
             if fn["name"] in names:
                 raise _invalid("%s.name '%s' is duplicated" % (where, fn["name"]))
             names.append(fn["name"])
             if not isinstance(fn.get("parameters"), dict):
                 raise _invalid("%s.parameters must be an object" % where)
+            validate_schema(fn["parameters"], where + ".parameters")
             if "description" in fn and not isinstance(fn["description"], str):
                 raise _invalid("%s.description must be a string" % where)
             if "few_shot_examples" in fn and not isinstance(fn["few_shot_examples"], list):
@@ -426,6 +453,48 @@ def _validate_functions(body: dict) -> None:
             raise _invalid("function_call.name '%s' is not in functions" % call["name"])
 
 
+def validate_schema(node: Any, where: str = "schema") -> None:
+    """§4.2 "Schema support": raise 422 on the first schema node GigaChat is taken to refuse.
+
+    Walks ``properties``, ``items`` (an object or a list) and an object-valued
+    ``additionalProperties``; other keywords (``title``, ``default``, ``minimum``,
+    ``pattern``, ``additionalProperties: false`` ...) are left alone.  The rules mirror
+    gpt2giga's normaliser and the SPEC, not an official list (see the module docstring).
+    """
+    if not isinstance(node, dict):
+        return  # a boolean schema: nothing to refuse in it (gpt2giga passes it on too)
+    for key in SCHEMA_REFUSED_KEYS:
+        if key in node:
+            raise _invalid("%s: '%s' is not supported in function schemas" % (where, key))
+    kind = node.get("type")
+    if isinstance(kind, list):
+        raise _invalid("%s.type must be a single type name, not a list" % where)
+    if "enum" in node:
+        enum = node["enum"]
+        if not isinstance(enum, list) or not all(isinstance(v, str) for v in enum):
+            raise _invalid("%s.enum must be an array of strings" % where)
+    if "format" in node and node["format"] not in SCHEMA_FORMATS:
+        raise _invalid("%s.format '%s' is not supported (only %s)"
+                       % (where, node["format"], ", ".join(SCHEMA_FORMATS)))
+    properties = node.get("properties")
+    if kind == "object" and not isinstance(properties, dict):
+        raise _invalid("%s: an object schema must have properties" % where)
+    if properties is not None:
+        if not isinstance(properties, dict):
+            raise _invalid("%s.properties must be an object" % where)
+        for name, sub in properties.items():
+            validate_schema(sub, "%s.properties.%s" % (where, name))
+    items = node.get("items")
+    if isinstance(items, list):
+        for i, sub in enumerate(items):
+            validate_schema(sub, "%s.items[%d]" % (where, i))
+    elif items is not None:
+        validate_schema(items, where + ".items")
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        validate_schema(extra, where + ".additionalProperties")
+
+
 def _validate_response_format(body: dict) -> None:
     """§4: flat ``{"type":"json_schema","schema":{...},"strict":bool}`` or ``{"type":"text"}``."""
     if "response_format" not in body:
@@ -440,6 +509,7 @@ def _validate_response_format(body: dict) -> None:
     if fmt["type"] == "json_schema":
         if not isinstance(fmt.get("schema"), dict):
             raise _invalid("response_format.schema must be an object")
+        validate_schema(fmt["schema"], "response_format.schema")
         if "strict" in fmt:
             if not isinstance(fmt["strict"], bool):
                 raise _invalid("response_format.strict must be a boolean")

@@ -356,7 +356,7 @@ def test_unreadable_ca_bundle_is_an_error(tmp_path, readable):
 # the proxy's own knobs
 # --------------------------------------------------------------------------
 def test_host_env(tmp_path):
-    assert make(tmp_path, with_key(GIGAPROXY_HOST="0.0.0.0")).host == "0.0.0.0"
+    assert make(tmp_path, with_key(GIGAPROXY_HOST="0.0.0.0", GIGAPROXY_API_KEY="k" * 16)).host == "0.0.0.0"
 
 
 @pytest.mark.parametrize("value,expected", [("0", 0), ("8080", 8080), ("65535", 65535)])
@@ -454,7 +454,7 @@ KNOBS = [
     ("GIGACHAT_KEY_FILE_PASSWORD", "key_file_password", "file-kpw", "env-kpw", None, None),
     ("GIGACHAT_TIMEOUT", "timeout", "11", "22", gigaproxy.DEFAULT_TIMEOUT, float),
     ("GIGACHAT_MODEL", "model", "GigaChat-2-Pro", "GigaChat-2-Max", gigaproxy.DEFAULT_MODEL, None),
-    ("GIGAPROXY_HOST", "host", "10.1.1.1", "10.2.2.2", "127.0.0.1", None),
+    ("GIGAPROXY_HOST", "host", "127.1.1.1", "127.2.2.2", "127.0.0.1", None),
     ("GIGAPROXY_PORT", "port", "4100", "4200", 4000, int),
     ("GIGAPROXY_LOG_LEVEL", "log_level", "ERROR", "DEBUG", "INFO", None),
     ("GIGAPROXY_MAX_BODY_MB", "max_body_bytes", "1", "2", int(gigaproxy.DEFAULT_MAX_BODY_MB * 1024 * 1024),
@@ -464,7 +464,7 @@ KNOBS = [
 ]
 
 FLAG_KNOBS = {
-    "GIGAPROXY_HOST": ("--host", "10.3.3.3", "10.3.3.3"),
+    "GIGAPROXY_HOST": ("--host", "127.3.3.3", "127.3.3.3"),
     "GIGAPROXY_PORT": ("--port", "4300", 4300),
     "GIGAPROXY_LOG_LEVEL": ("--log-level", "WARNING", "WARNING"),
 }
@@ -523,8 +523,8 @@ def test_precedence_env_over_file_over_default(tmp_path, name, attr, file_raw, e
 def test_precedence_flag_over_env_over_file(tmp_path, name):
     flag, flag_value, expected = FLAG_KNOBS[name]
     attr = {"GIGAPROXY_HOST": "host", "GIGAPROXY_PORT": "port", "GIGAPROXY_LOG_LEVEL": "log_level"}[name]
-    env_value = {"GIGAPROXY_HOST": "10.2.2.2", "GIGAPROXY_PORT": "4200", "GIGAPROXY_LOG_LEVEL": "DEBUG"}[name]
-    file_text = "%s=%s\n" % (name, {"GIGAPROXY_HOST": "10.1.1.1", "GIGAPROXY_PORT": "4100",
+    env_value = {"GIGAPROXY_HOST": "127.2.2.2", "GIGAPROXY_PORT": "4200", "GIGAPROXY_LOG_LEVEL": "DEBUG"}[name]
+    file_text = "%s=%s\n" % (name, {"GIGAPROXY_HOST": "127.1.1.1", "GIGAPROXY_PORT": "4100",
                                      "GIGAPROXY_LOG_LEVEL": "ERROR"}[name])
     env = with_key(**{name: env_value})
     assert getattr(make(tmp_path, env, argv=[flag, flag_value], file=file_text), attr) == expected
@@ -556,12 +556,12 @@ def test_mixed_sources_combine(tmp_path):
     """Each knob is taken from the highest source that has it; sources are not all-or-nothing."""
     file_text = "GIGACHAT_CREDENTIALS=%s\nGIGACHAT_MODEL=GigaChat-2-Pro\nGIGAPROXY_PORT=4100\n" % KEY
     config = make(tmp_path, {"GIGACHAT_SCOPE": "GIGACHAT_API_CORP", "GIGAPROXY_PORT": "4200"},
-                  argv=["--host", "0.0.0.0"], file=file_text)
+                  argv=["--host", "127.0.0.9"], file=file_text)
     assert config.credentials == KEY
     assert config.model == "GigaChat-2-Pro"
     assert config.scope == "GIGACHAT_API_CORP"
     assert config.port == 4200
-    assert config.host == "0.0.0.0"
+    assert config.host == "127.0.0.9"
 
 
 # --------------------------------------------------------------------------

@@ -495,9 +495,10 @@ ACCEPTED = {
                                                  return_parameters={"type": "object"})]),
     "response_format text": chat_body(response_format={"type": "text"}),
     "response_format schema": chat_body(response_format={
-        "type": "json_schema", "schema": {"type": "object"}}),
+        "type": "json_schema", "schema": {"type": "object", "properties": {}}}),
     "response_format strict": chat_body(response_format={
-        "type": "json_schema", "schema": {"type": "object", "required": []}, "strict": True}),
+        "type": "json_schema", "schema": {"type": "object", "properties": {}, "required": []},
+        "strict": True}),
 }
 
 
@@ -608,7 +609,8 @@ REJECTED = {
     "response_format no schema": (chat_body(response_format={"type": "json_schema"}),
                                   422, "schema"),
     "response_format strict no required": (chat_body(response_format={
-        "type": "json_schema", "schema": {"type": "object"}, "strict": True}), 422, "required"),
+        "type": "json_schema", "schema": {"type": "object", "properties": {}}, "strict": True}),
+        422, "required"),
     "response_format strict string": (chat_body(response_format={
         "type": "json_schema", "schema": {}, "strict": "yes"}), 422, "strict"),
 }
