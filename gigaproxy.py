@@ -1731,6 +1731,8 @@ def _response_format(request: Dict[str, Any]) -> Tuple[Optional[str], Optional[D
     raise bad_request("response_format.type must be text, json_object or json_schema", "response_format.type")
 
 
+MAX_TOKENS_LIMIT = 2 ** 31 - 1  # GigaChat's integers are 32-bit
+
 REASONING_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
 
@@ -1785,8 +1787,8 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         value = request.get(key)
         if value is not None:
             _expect(value, (int,), key, "an integer")
-            if value < 1:
-                raise bad_request("%s must be at least 1 (got %d)" % (key, value), key)
+            if not 1 <= value <= MAX_TOKENS_LIMIT:
+                raise bad_request("%s must be from 1 to %d (got %d)" % (key, MAX_TOKENS_LIMIT, value), key)
             body.setdefault("max_tokens", value)
 
     penalty = _number(request, "repetition_penalty", 0, 1e6, low_open=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import sys
 import threading
@@ -26,6 +27,60 @@ if TESTS not in sys.path:
 
 import gigaproxy  # noqa: E402
 from fake_gigachat import FakeGigaChat  # noqa: E402
+
+
+# ---- the whole-suite secret scan -------------------------------------------------------
+# Every key, password and token any fake GigaChat issued or accepted, and every inbound
+# API key a test used, is collected in SECRETS; every gigaproxy log line (at DEBUG) and
+# every reply body a test received is collected in CAPTURED.  At the end of the session
+# no secret may appear in anything captured (issue: "no secret in any log line, error
+# message or response at any log level").
+
+SECRETS = set()  # type: set
+CAPTURED = []  # type: List[str]
+API_KEY = "gp-inbound-key-5f2c9e0b7a41d3"  # the inbound key tests use with GIGAPROXY_API_KEY
+SECRETS.add(API_KEY)
+
+_fake_stop = FakeGigaChat.stop
+
+
+def _stop_and_remember_secrets(self: FakeGigaChat) -> None:
+    SECRETS.update(s for s in [self.credentials, self.password] + list(self._tokens) + list(self.static_tokens) if s)
+    _fake_stop(self)
+
+
+FakeGigaChat.stop = _stop_and_remember_secrets  # type: ignore[assignment]
+
+
+class _CaptureAll(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        CAPTURED.append(self.format(record))
+
+
+_capture_handler = _CaptureAll(logging.DEBUG)
+_capture_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+
+
+@pytest.fixture(autouse=True)
+def _log_everything_at_debug():
+    """Each test runs with gigaproxy logging at DEBUG into the suite-wide capture."""
+    logger = logging.getLogger("gigaproxy")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    if _capture_handler not in logger.handlers:
+        logger.addHandler(_capture_handler)
+    yield
+    logger.setLevel(level)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_output():
+    yield
+    everything = "\n".join(CAPTURED)
+    leaked = sorted(secret for secret in SECRETS if len(secret) >= 8 and secret in everything)
+    assert not leaked, "secrets found in logs or replies: %d (first: %r...)" % (len(leaked), leaked[0][:6])
+    if len(SECRETS) > 1:  # some fake GigaChat ran, so something must have been captured
+        assert CAPTURED, "the capture saw nothing: the scan would mean nothing"
 
 
 def fake_env(fake: FakeGigaChat, **overrides: Optional[str]) -> Dict[str, str]:
@@ -75,7 +130,9 @@ class Proxy:
             all_headers.update(headers or {})
             conn.request(method, path, body=body, headers=all_headers)
             response = conn.getresponse()
-            return response.status, response.headers, response.read()
+            data = response.read()
+            CAPTURED.append(str(response.headers) + data.decode("utf-8", "replace"))
+            return response.status, response.headers, data
         finally:
             if own:
                 conn.close()
