@@ -2233,6 +2233,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def finish(self) -> None:
+        self.rfile = self._input  # so that socketserver closes the real reader
+        super().finish()
+
     def handle_one_request(self) -> None:
         """Wait (up to the idle timeout) for a request, then give it GIGAPROXY_CLIENT_TIMEOUT."""
         try:

@@ -52,9 +52,15 @@ def _stop_and_remember_secrets(self: FakeGigaChat) -> None:
 FakeGigaChat.stop = _stop_and_remember_secrets  # type: ignore[assignment]
 
 
+TRACEBACKS = []  # type: List[str]  # log records that carried an exception: bugs
+
+
 class _CaptureAll(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        CAPTURED.append(self.format(record))
+        text = self.format(record)
+        CAPTURED.append(text)
+        if record.exc_info:
+            TRACEBACKS.append(text)
 
 
 _capture_handler = _CaptureAll(logging.DEBUG)
@@ -69,8 +75,10 @@ def _log_everything_at_debug():
     logger.setLevel(logging.DEBUG)
     if _capture_handler not in logger.handlers:
         logger.addHandler(_capture_handler)
+    seen = len(TRACEBACKS)
     yield
     logger.setLevel(level)
+    assert TRACEBACKS[seen:] == [], "gigaproxy logged an exception (a bug): %s" % TRACEBACKS[seen:][:1]
 
 
 @pytest.fixture(scope="session", autouse=True)
