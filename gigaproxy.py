@@ -23,10 +23,11 @@ Configuration (command-line flag > environment > env file > default):
     GIGACHAT_CA_BUNDLE_FILE   extra CA certificates (PEM) to trust
     GIGACHAT_VERIFY_SSL_CERTS true (default) | false
     GIGACHAT_CERT_FILE, GIGACHAT_KEY_FILE, GIGACHAT_KEY_FILE_PASSWORD   mTLS client certificate
-    GIGACHAT_TIMEOUT          seconds to wait for GigaChat to connect or send the next byte
+    GIGACHAT_TIMEOUT          seconds GigaChat may stay silent before the request fails
     GIGACHAT_MODEL            model for client model names GigaChat does not have
-    GIGAPROXY_HOST, GIGAPROXY_PORT, GIGAPROXY_LOG_LEVEL, GIGAPROXY_ENV_FILE,
-    GIGAPROXY_MAX_BODY_MB     the proxy's own knobs
+    GIGAPROXY_HOST, GIGAPROXY_PORT, GIGAPROXY_LOG_LEVEL, GIGAPROXY_ENV_FILE   where and how to run
+    GIGAPROXY_API_KEY         the key clients must send (none by default; needed off loopback)
+    GIGAPROXY_*               timeouts, retries, limits: see ``--help``
     HTTPS_PROXY, NO_PROXY     corporate proxy (HTTP CONNECT), as curl reads them
 
 Vendoring: importing this module has no side effects.  ``main(argv) -> int`` runs the
@@ -2781,22 +2782,36 @@ def serve(server: GigaProxyServer) -> None:
 
 
 ENV_HELP = """environment variables (flag > environment > env file > default):
-  GIGACHAT_CREDENTIALS        authorization key from the Sber cabinet (alias GIGACHAT_AUTH_KEY)
-  GIGACHAT_SCOPE              GIGACHAT_API_PERS (default), GIGACHAT_API_B2B or GIGACHAT_API_CORP
+  GigaChat access:
+  GIGACHAT_CREDENTIALS          authorization key from the Sber cabinet (alias GIGACHAT_AUTH_KEY)
+  GIGACHAT_SCOPE                GIGACHAT_API_PERS (default), GIGACHAT_API_B2B or GIGACHAT_API_CORP
   GIGACHAT_USER, GIGACHAT_PASSWORD   user/password instead of a key
-  GIGACHAT_ACCESS_TOKEN       a pre-issued access token
-  GIGACHAT_BASE_URL           default %(base)s
-  GIGACHAT_AUTH_URL           default %(auth)s
-  GIGACHAT_CA_BUNDLE_FILE     extra CA certificates (PEM), e.g. your corporate proxy's root
-  GIGACHAT_VERIFY_SSL_CERTS   default true (true/false/1/0/yes/no)
+  GIGACHAT_ACCESS_TOKEN         a pre-issued access token
+  GIGACHAT_BASE_URL             default %(base)s
+  GIGACHAT_AUTH_URL             default %(auth)s
+  GIGACHAT_CA_BUNDLE_FILE       extra CA certificates (PEM), e.g. your corporate proxy's root
+  GIGACHAT_VERIFY_SSL_CERTS     default true (true/false/1/0/yes/no)
   GIGACHAT_CERT_FILE, GIGACHAT_KEY_FILE, GIGACHAT_KEY_FILE_PASSWORD   mTLS client certificate
-  GIGACHAT_TIMEOUT            default %(timeout)g seconds (connect, and each wait for the next byte)
-  GIGACHAT_MODEL              default %(model)s: used for model names GigaChat does not have
-  GIGAPROXY_MAX_BODY_MB       default %(body)g: largest request body accepted
-  GIGAPROXY_STRUCTURED_OUTPUT default function: json_schema answers via a forced function, or native
-  HTTPS_PROXY, NO_PROXY       corporate HTTP proxy (CONNECT) and the hosts that bypass it
+  GIGACHAT_MODEL                default %(model)s: used for model names GigaChat does not have
+  HTTPS_PROXY, NO_PROXY         corporate HTTP proxy (CONNECT) and the hosts that bypass it
+  Timeouts and retries:
+  GIGACHAT_TIMEOUT              default %(timeout)g s: longest silence from GigaChat
+  GIGAPROXY_CONNECT_TIMEOUT     default %(connect)g s: to open a connection (TCP, proxy, TLS)
+  GIGAPROXY_TOTAL_TIMEOUT       default %(total)g s: a whole request, retries and stream included
+  GIGAPROXY_MAX_RETRIES         default %(retries)d: retries after 429, 5xx or a failed connection
+  GIGAPROXY_RETRY_BACKOFF       default %(backoff)g s: first backoff, doubled each retry, jittered
+  Serving:
+  GIGAPROXY_API_KEY             key clients must send (Bearer or x-api-key); none by default
+  GIGAPROXY_ALLOW_UNAUTHENTICATED  default false: allow a non-loopback --host without a key
+  GIGAPROXY_MAX_CONCURRENCY     default %(concurrency)d client connections; more get 503
+  GIGAPROXY_CLIENT_TIMEOUT      default %(client)g s for a client to send a whole request
+  GIGAPROXY_MAX_BODY_MB         default %(body)g: largest request body accepted
+  GIGAPROXY_SHUTDOWN_GRACE      default %(grace)g s for requests in flight at SIGTERM / Ctrl-C
+  GIGAPROXY_STRUCTURED_OUTPUT   default function: json_schema answers via a forced function, or native
 """ % {"base": DEFAULT_BASE_URL, "auth": DEFAULT_AUTH_URL, "timeout": DEFAULT_TIMEOUT, "model": DEFAULT_MODEL,
-       "body": DEFAULT_MAX_BODY_MB}
+       "body": DEFAULT_MAX_BODY_MB, "connect": DEFAULT_CONNECT_TIMEOUT, "total": DEFAULT_TOTAL_TIMEOUT,
+       "retries": DEFAULT_MAX_RETRIES, "backoff": DEFAULT_RETRY_BACKOFF, "concurrency": DEFAULT_MAX_CONCURRENCY,
+       "client": DEFAULT_CLIENT_TIMEOUT, "grace": DEFAULT_SHUTDOWN_GRACE}
 
 
 class _ArgumentParser(argparse.ArgumentParser):
