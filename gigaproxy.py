@@ -63,6 +63,7 @@ import signal
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -119,6 +120,7 @@ DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds in-flight requests get to finish on SIG
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_BODY_MB = 50.0  # room for several images as data: URLs
 DEFAULT_ENV_FILE = ".env"
+DEFAULT_EMBEDDINGS_MODEL = "Embeddings"
 DEFAULT_STRUCTURED_OUTPUT = "function"  # json_schema answers via a forced function; or "native"
 DEFAULT_CLIENT_IDLE_TIMEOUT = 120.0  # seconds a keep-alive client connection may sit idle
 BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
@@ -264,6 +266,7 @@ class Config:
     log_level: str = DEFAULT_LOG_LEVEL
     max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
     structured_output: str = DEFAULT_STRUCTURED_OUTPUT
+    embeddings_model: str = DEFAULT_EMBEDDINGS_MODEL
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
@@ -549,6 +552,7 @@ def load_config(
         log_level=level,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         structured_output=structured,
+        embeddings_model=(get("GIGAPROXY_EMBEDDINGS_MODEL", DEFAULT_EMBEDDINGS_MODEL) or DEFAULT_EMBEDDINGS_MODEL).strip(),
         max_concurrency=max_concurrency,
         client_timeout=client_timeout,
         shutdown_grace=shutdown_grace,
@@ -1696,15 +1700,80 @@ class ChatPlan:
     ``names`` maps tool names back; ``output`` is None, ``"json_schema"`` or
     ``"json_object"``; ``output_function`` is the GigaChat function that carries a
     structured answer (function mode), and ``unwrap`` the property holding it when the
-    client's schema was not an object and had to be wrapped in one.
+    client's schema was not an object and had to be wrapped in one.  ``stop`` holds the
+    client's stop sequences (emulated: GigaChat has none) and ``n`` the number of
+    choices asked for (one GigaChat call each).
     """
 
     def __init__(self, names: Optional[ToolNames] = None, output: Optional[str] = None,
-                 output_function: Optional[str] = None, unwrap: Optional[str] = None) -> None:
+                 output_function: Optional[str] = None, unwrap: Optional[str] = None,
+                 stop: Tuple[str, ...] = (), n: int = 1) -> None:
         self.names = names or ToolNames()
         self.output = output
         self.output_function = output_function
         self.unwrap = unwrap
+        self.stop = stop
+        self.n = n
+
+
+MAX_STOP_SEQUENCES = 4
+MAX_CHOICES = 8  # n: each choice is one GigaChat call
+
+
+def _stop_sequences(request: Dict[str, Any]) -> Tuple[str, ...]:
+    stop = request.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = [stop]
+    _expect(stop, (list,), "stop", "a string or an array of strings")
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise bad_request("stop takes at most %d sequences (got %d)" % (MAX_STOP_SEQUENCES, len(stop)), "stop")
+    for i, item in enumerate(stop):
+        _expect(item, (str,), "stop[%d]" % i, "a string")
+    return tuple(item for item in stop if item)
+
+
+def cut_at_stop(text: str, stops: Tuple[str, ...]) -> Tuple[str, bool]:
+    """``text`` up to the first occurrence of any stop sequence, and whether one was found."""
+    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if not positions:
+        return text, False
+    return text[:min(positions)], True
+
+
+class StopFilter:
+    """Streams text through, never emitting a byte of (or past) a stop sequence.
+
+    Only the tail that could still be the start of a stop sequence is held back, so a
+    sequence split across two upstream chunks is caught and nothing else is delayed.
+    """
+
+    def __init__(self, stops: Tuple[str, ...]) -> None:
+        self.stops = stops
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        text = self._held + text
+        cut, found = cut_at_stop(text, self.stops)
+        if found:
+            self.stopped, self._held = True, ""
+            return cut
+        keep = 0
+        for stop in self.stops:
+            for size in range(min(len(stop) - 1, len(text)), keep, -1):
+                if text.endswith(stop[:size]):
+                    keep = size
+                    break
+        self._held = text[len(text) - keep:] if keep else ""
+        return text[:len(text) - keep]
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
 
 
 def _add_instruction(messages: List[Dict[str, Any]], text: str) -> None:
@@ -1772,8 +1841,13 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
     n = request.get("n")
     if n is not None:
         _expect(n, (int,), "n", "an integer")
-        if n != 1:
-            raise bad_request("n=%d is not supported: GigaChat returns one choice per request" % n, "n", "unsupported_value")
+        if not 1 <= n <= MAX_CHOICES:
+            raise bad_request("n must be from 1 to %d (got %d)" % (MAX_CHOICES, n), "n")
+        if n > 1 and body.get("stream"):
+            raise bad_request("n > 1 cannot be streamed: send stream false, or one request per choice", "n",
+                              "unsupported_value")
+        plan.n = n
+    plan.stop = _stop_sequences(request)
 
     temperature = _number(request, "temperature", 0, 1e6)
     top_p = _number(request, "top_p", 0, 1)
@@ -1962,6 +2036,9 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
             finish = "tool_calls"
         elif plan.output == "json_object" and finish == "stop":
             out_message["content"] = json_object_text(out_message["content"])
+        elif plan.stop:
+            out_message["content"], cut = cut_at_stop(out_message["content"], plan.stop)
+            finish = "stop" if cut else finish
         if isinstance(message.get("reasoning_content"), str):
             out_message["reasoning_content"] = message["reasoning_content"]
         index = choice.get("index")
@@ -1978,6 +2055,206 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
     if isinstance(giga.get("model"), str):
         response["system_fingerprint"] = giga["model"]
     return response
+
+
+# ---- legacy completions and embeddings -------------------------------------------------
+
+COMPLETION_INSTRUCTION = ("Continue the user's text exactly where it stops. Reply with the continuation only: "
+                          "do not repeat the text, do not comment, do not add code fences.")
+INFILL_INSTRUCTION = ("The user's text contains one <FILL> marker. Reply with only the text that replaces "
+                      "<FILL>: no explanation, no code fences, no repetition of the text around it.")
+_COMPLETION_FIELDS = ("model", "max_tokens", "temperature", "top_p", "stop", "stream", "stream_options", "n",
+                      "repetition_penalty", "update_interval", "profanity_check")
+
+
+class LegacyCompletion:
+    """How a legacy ``/completions`` request was turned into chat requests (one per prompt)."""
+
+    def __init__(self, prompts: List[str], echo: bool) -> None:
+        self.prompts = prompts
+        self.echo = echo
+
+
+def completion_to_chat(request: Any) -> Tuple[List[Dict[str, Any]], LegacyCompletion]:
+    """A legacy completions request as chat requests: one per prompt, text or fill-in-the-middle."""
+    _expect(request, (dict,), "body", "a JSON object")
+    prompt = request.get("prompt")
+    if isinstance(prompt, str):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompts = list(prompt)
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) for p in prompt):
+        raise bad_request("prompt as token ids is not supported: GigaChat takes text", "prompt", "unsupported_value")
+    else:
+        raise bad_request("prompt must be a string or a non-empty array of strings", "prompt", "invalid_type")
+    suffix = request.get("suffix")
+    if suffix is not None:
+        _expect(suffix, (str,), "suffix", "a string")
+    echo = request.get("echo")
+    if echo is not None:
+        _expect(echo, (bool,), "echo", "a boolean")
+    if len(prompts) > 1 and request.get("stream"):
+        raise bad_request("several prompts cannot be streamed: send one prompt per request", "prompt",
+                          "unsupported_value")
+    base = {key: request[key] for key in _COMPLETION_FIELDS if key in request}
+    chats = []
+    for text in prompts:
+        chat = dict(base)
+        if suffix:
+            chat["messages"] = [{"role": "system", "content": INFILL_INSTRUCTION},
+                                {"role": "user", "content": text + "<FILL>" + suffix}]
+        else:
+            chat["messages"] = [{"role": "system", "content": COMPLETION_INSTRUCTION},
+                                {"role": "user", "content": text}]
+        chats.append(chat)
+    return chats, LegacyCompletion(prompts, bool(echo))
+
+
+def to_completion_response(chat: Dict[str, Any], legacy: LegacyCompletion, prompt_index: int = 0) -> Dict[str, Any]:
+    """A chat.completion answer as a legacy ``text_completion`` one."""
+    prefix = legacy.prompts[prompt_index] if legacy.echo else ""
+    return {
+        "id": "cmpl-" + chat["id"].split("-", 1)[-1],
+        "object": "text_completion",
+        "created": chat["created"],
+        "model": chat["model"],
+        "choices": [{"text": prefix + (c["message"].get("content") or ""), "index": c["index"], "logprobs": None,
+                     "finish_reason": c["finish_reason"]} for c in chat["choices"]],
+        "usage": chat["usage"],
+    }
+
+
+class CompletionStreamAdapter:
+    """chat.completion.chunk dicts in, legacy ``text_completion`` stream chunks out."""
+
+    def __init__(self, legacy: LegacyCompletion) -> None:
+        self.legacy = legacy
+        self._echoed = not legacy.echo
+
+    def adapt(self, chunk: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        out = {"id": "cmpl-" + chunk["id"].split("-", 1)[-1], "object": "text_completion",
+               "created": chunk["created"], "model": chunk["model"]}  # type: Dict[str, Any]
+        if not chunk["choices"]:  # the usage chunk
+            out["choices"] = []
+            out["usage"] = chunk.get("usage")
+            return out
+        choice = chunk["choices"][0]
+        text = choice["delta"].get("content") or ""
+        if not self._echoed:
+            text, self._echoed = self.legacy.prompts[0] + text, True
+        if not text and not choice["finish_reason"]:
+            return None  # a role-only chunk has nothing to say here
+        out["choices"] = [{"text": text, "index": 0, "logprobs": None, "finish_reason": choice["finish_reason"]}]
+        return out
+
+
+def merge_choices(responses: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Several one-choice answers (n > 1, or several prompts) as one answer, usage summed."""
+    merged = dict(responses[0])
+    merged["choices"] = []
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "prompt_tokens_details": {"cached_tokens": 0}}
+    for index, response in enumerate(responses):
+        for choice in response["choices"]:
+            merged["choices"].append(dict(choice, index=index))
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            usage[key] += response["usage"][key]
+        usage["prompt_tokens_details"]["cached_tokens"] += response["usage"]["prompt_tokens_details"]["cached_tokens"]
+    merged["usage"] = usage
+    return merged
+
+
+EMBEDDING_MODELS = ("Embeddings", "Embeddings-2", "EmbeddingsGigaR", "GigaEmbeddings-3B-2025-09")
+EMBEDDINGS_BATCH_TEXTS = 90  # texts per GigaChat call (the limit LangChain's GigaChat client uses)
+EMBEDDINGS_BATCH_CHARS = 1000000
+
+
+def resolve_embeddings_model(name: Any, default: str) -> str:
+    """GigaChat embedder names pass through; anything else (text-embedding-3-small) is ``default``."""
+    if isinstance(name, str) and name.strip():
+        lowered = name.strip().lower()
+        for candidate in EMBEDDING_MODELS:
+            if candidate.lower() == lowered:
+                return candidate
+        if lowered.startswith(("embeddings", "gigaembeddings")):
+            return name.strip()
+    return default
+
+
+def embeddings_request(request: Any, default_model: str) -> Tuple[List[str], str, str, Optional[int]]:
+    """Validate an embeddings request: (texts, GigaChat model, encoding_format, dimensions)."""
+    _expect(request, (dict,), "body", "a JSON object")
+    value = request.get("input")
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        texts = list(value)
+    elif isinstance(value, list) and value and all(isinstance(v, (int, list)) and not isinstance(v, bool)
+                                                   for v in value):
+        raise bad_request("input as token ids is not supported: GigaChat embeds text", "input", "unsupported_value")
+    else:
+        raise bad_request("input must be a string or a non-empty array of strings", "input", "invalid_type")
+    for i, text in enumerate(texts):
+        if not text:
+            raise bad_request("input[%d] is empty; GigaChat cannot embed an empty string" % i, "input")
+    if request.get("model") is not None:
+        _expect(request["model"], (str,), "model", "a string")
+    encoding = request.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise bad_request("encoding_format must be float or base64", "encoding_format")
+    dimensions = request.get("dimensions")
+    if dimensions is not None:
+        _expect(dimensions, (int,), "dimensions", "an integer")
+        if dimensions < 1:
+            raise bad_request("dimensions must be at least 1", "dimensions")
+    return texts, resolve_embeddings_model(request.get("model"), default_model), encoding, dimensions
+
+
+def embedding_batches(texts: List[str]) -> List[List[str]]:
+    """Consecutive slices of ``texts`` that GigaChat accepts in one call."""
+    batches, current, size = [], [], 0  # type: List[List[str]], List[str], int
+    for text in texts:
+        if current and (len(current) >= EMBEDDINGS_BATCH_TEXTS or size + len(text) > EMBEDDINGS_BATCH_CHARS):
+            batches.append(current)
+            current, size = [], 0
+        current.append(text)
+        size += len(text)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def parse_embeddings_answer(answer: Any, expected: int) -> Tuple[List[List[float]], int]:
+    """The vectors (in input order) and summed prompt tokens of one GigaChat embeddings answer."""
+    items = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(items, list) or len(items) != expected:
+        raise ProxyError(502, "GigaChat's embeddings answer does not have one vector per input", "api_error",
+                         "upstream_bad_response")
+    ordered = sorted(items, key=lambda item: item.get("index", 0) if isinstance(item, dict) else 0)
+    vectors, tokens = [], 0
+    for item in ordered:
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if not isinstance(vector, list) or not all(isinstance(x, (int, float)) for x in vector):
+            raise ProxyError(502, "GigaChat's embeddings answer has a malformed vector", "api_error",
+                             "upstream_bad_response")
+        vectors.append(vector)
+        usage = item.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            tokens += usage["prompt_tokens"]
+    return vectors, tokens
+
+
+def to_embeddings_response(vectors: List[List[float]], model: str, tokens: int, encoding: str) -> Dict[str, Any]:
+    """OpenAI's embeddings list; base64 is little-endian float32, as the openai SDK decodes it."""
+    data = []
+    for index, vector in enumerate(vectors):
+        if encoding == "base64":
+            packed = struct.pack("<%df" % len(vector), *vector)
+            value = base64.b64encode(packed).decode("ascii")  # type: Any
+        else:
+            value = vector
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 # ==== Streaming ====
@@ -2048,6 +2325,7 @@ class StreamTranslator:
         self.system_fingerprint = None  # type: Optional[str]
         self._role_sent = False
         self._held = []  # type: List[str]  # JSON-object mode: text kept until the end
+        self._stop = StopFilter(self.plan.stop) if self.plan.stop else None
 
     def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str]) -> Dict[str, Any]:
         chunk = {
@@ -2110,8 +2388,15 @@ class StreamTranslator:
                     if finish:
                         text = "".join(self._held)
                         out["content"] = json_object_text(text) if finish == "stop" else text
-                elif isinstance(content, str) and (content or "role" in out):
-                    out["content"] = content
+                elif isinstance(content, str):
+                    if self._stop is not None:
+                        content = self._stop.feed(content)
+                        if self._stop.stopped:
+                            finish = "stop"
+                        elif finish:
+                            content += self._stop.flush()
+                    if content or "role" in out:
+                        out["content"] = content
             if out:
                 self._role_sent = True
                 chunks.append(self._chunk(out, None))
@@ -2121,12 +2406,17 @@ class StreamTranslator:
                 break
         return chunks
 
+    @property
+    def stopped_early(self) -> bool:
+        """A stop sequence ended the answer: the rest of the upstream stream is not wanted."""
+        return self._stop is not None and self._stop.stopped
+
     def finish(self) -> List[Dict[str, Any]]:
         if self.finish_reason is None:
             raise ProxyError(502, "GigaChat's stream ended before the answer was complete",
                              "api_error", "upstream_stream_incomplete")
-        if not self.include_usage:
-            return []
+        if not self.include_usage or (self.usage is None and self.stopped_early):
+            return []  # cut before GigaChat reported usage: no numbers are made up
         usage_chunk = {
             "id": self.completion_id,
             "object": "chat.completion.chunk",
@@ -2291,6 +2581,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def _write_event(self, chunk: Dict[str, Any], adapt: Optional[Callable[..., Any]] = None) -> None:
+        if adapt is not None:
+            chunk = adapt(chunk)
+            if chunk is None:
+                return
+        self._write_chunk(sse_event(chunk))
+
     def _write_chunk(self, data: bytes) -> None:
         try:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -2386,7 +2683,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             allowed = {m: getattr(self, name) for m, name in allowed.items()}
             args = ()
         if not allowed:
-            raise ProxyError(404, "no route %s %s; gigaproxy serves /v1/chat/completions, /v1/models, /health"
+            raise ProxyError(404, "no route %s %s; gigaproxy serves /v1/chat/completions, /v1/completions, "
+                             "/v1/embeddings, /v1/models, /health"
                              % (self.command, _printable(path, 100)), "invalid_request_error", "not_found")
         if method not in allowed:
             self._discard_body()
@@ -2533,25 +2831,105 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return headers
 
     def _chat_completions(self) -> None:
-        request = self._read_json()
+        self._serve_chat([self._read_json()])
+
+    def _completions(self) -> None:
+        chats, legacy = completion_to_chat(self._read_json())
+        self._serve_chat(chats, legacy)
+
+    def _serve_chat(self, requests: List[Dict[str, Any]], legacy: Optional[LegacyCompletion] = None) -> None:
+        """Answer chat requests (several only for legacy multi-prompt completions)."""
         upstream = self.server.upstream
         config = self.server.config
-        giga, plan = translate_chat_request(request, config.model, upstream.known_model_ids(), config.structured_output)
+        translated = [translate_chat_request(r, config.model, upstream.known_model_ids(), config.structured_output)
+                      for r in requests]
+        giga, plan = translated[0]
         self._model = giga["model"]
-        client_model = request.get("model") or giga["model"]
+        client_model = requests[0].get("model") or giga["model"]
         completion_id = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         headers = self._forwarded_headers()
         if giga.get("stream"):
-            options = request.get("stream_options") or {}
+            options = requests[0].get("stream_options") or {}
             translator = StreamTranslator(client_model, completion_id, created, bool(options.get("include_usage")), plan)
-            self._stream_chat(giga, headers, translator)
+            adapter = CompletionStreamAdapter(legacy).adapt if legacy else None
+            self._stream_chat(giga, headers, translator, adapter)
             return
-        answer, upstream_headers = upstream.call("POST", "/chat/completions", giga, headers)
-        self._upstream_id = upstream_headers.get("x-request-id") or "-"
-        self._send_json(200, to_openai_response(answer, client_model, completion_id, created, plan))
+        calls = [(body, call_plan) for body, call_plan in translated for _ in range(call_plan.n)]
+        answers = self._call_all([body for body, _ in calls], headers)
+        responses = [to_openai_response(answer, client_model, completion_id, created, call_plan)
+                     for answer, (_, call_plan) in zip(answers, calls)]
+        response = merge_choices(responses) if len(responses) > 1 else responses[0]
+        if legacy:
+            by_prompt = [dict(response, choices=[c for c in response["choices"]
+                                                 if c["index"] // plan.n == i]) for i in range(len(legacy.prompts))]
+            completion = to_completion_response(by_prompt[0], legacy, 0)
+            for i, part in enumerate(by_prompt[1:], 1):
+                completion["choices"].extend(to_completion_response(part, legacy, i)["choices"])
+            response = completion
+        self._send_json(200, response)
 
-    def _stream_chat(self, giga: Dict[str, Any], headers: Dict[str, str], translator: StreamTranslator) -> None:
+    def _call_all(self, bodies: List[Dict[str, Any]], headers: Dict[str, str]) -> List[Any]:
+        """Chat calls to GigaChat, in parallel when there are several; the first error wins."""
+        results = [None] * len(bodies)  # type: List[Any]
+        errors = [None] * len(bodies)  # type: List[Optional[BaseException]]
+
+        def run(i: int) -> None:
+            try:
+                answer, upstream_headers = self.server.upstream.call("POST", "/chat/completions", bodies[i], headers)
+                results[i] = answer
+                self._upstream_id = upstream_headers.get("x-request-id") or "-"
+            except BaseException as exc:  # re-raised below, in the request's own thread
+                errors[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(bodies))]
+        for thread in threads:
+            thread.start()
+        run(0)
+        for thread in threads:
+            thread.join()
+        for error in errors:
+            if error is not None:
+                raise error
+        return results
+
+    def _embeddings(self) -> None:
+        request = self._read_json()
+        config = self.server.config
+        texts, model, encoding, dimensions = embeddings_request(request, config.embeddings_model)
+        self._model = model
+        vectors, tokens = [], 0  # type: List[List[float]], int
+        for batch in embedding_batches(texts):
+            answer, upstream_headers = self.server.upstream.call(
+                "POST", "/embeddings", {"model": model, "input": batch}, self._forwarded_headers())
+            self._upstream_id = upstream_headers.get("x-request-id") or "-"
+            batch_vectors, batch_tokens = parse_embeddings_answer(answer, len(batch))
+            vectors.extend(batch_vectors)
+            tokens += batch_tokens
+        if dimensions is not None and vectors and len(vectors[0]) != dimensions:
+            raise bad_request("dimensions=%d is not available: %s returns %d-dimensional vectors"
+                              % (dimensions, model, len(vectors[0])), "dimensions", "unsupported_value")
+        self._send_json(200, to_embeddings_response(vectors, request.get("model") or model, tokens, encoding))
+
+    def _balance(self) -> None:
+        answer, _ = self.server.upstream.call("GET", "/balance", None, self._forwarded_headers())
+        self._send_json(200, answer)
+
+    def _tokens_count(self) -> None:
+        request = self._read_json()
+        value = request.get("input")
+        if isinstance(value, str):
+            value = [value]
+        if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise bad_request("input must be a string or a non-empty array of strings", "input", "invalid_type")
+        model = resolve_model(request.get("model"), self.server.config.model, self.server.upstream.known_model_ids())
+        self._model = model
+        answer, _ = self.server.upstream.call("POST", "/tokens/count", {"model": model, "input": value},
+                                              self._forwarded_headers())
+        self._send_json(200, answer)
+
+    def _stream_chat(self, giga: Dict[str, Any], headers: Dict[str, str], translator: StreamTranslator,
+                     adapt: Optional[Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]] = None) -> None:
         exchange = self.server.upstream.open_stream(giga, headers)  # errors here are ordinary replies
         self._upstream_id = exchange.headers.get("x-request-id") or "-"
         finished = False
@@ -2578,7 +2956,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         raise ProxyError(502, "GigaChat sent a stream event that is not JSON: %s"
                                          % _excerpt(data.encode("utf-8")), "api_error", "upstream_bad_response")
                     for chunk in translator.feed(event):
-                        self._write_chunk(sse_event(chunk))
+                        self._write_event(chunk, adapt)
+                    if translator.stopped_early:
+                        break  # the upstream request is closed below, unread
                 tail = translator.finish()
             except (OSError, http.client.HTTPException) as exc:
                 host = urllib.parse.urlsplit(self.server.config.base_url).hostname or ""
@@ -2587,7 +2967,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     raise
                 raise error
             for chunk in tail:
-                self._write_chunk(sse_event(chunk))
+                self._write_event(chunk, adapt)
             self._write_chunk(SSE_DONE)
             self._write_chunk(b"")  # the zero-length chunk ends the body
             if finished:
@@ -2614,6 +2994,10 @@ ROUTES = {
     "/health": {"GET": "_health"},
     "/models": {"GET": "_list_models"},
     "/chat/completions": {"POST": "_chat_completions"},
+    "/completions": {"POST": "_completions"},
+    "/embeddings": {"POST": "_embeddings"},
+    "/balance": {"GET": "_balance"},
+    "/tokens/count": {"POST": "_tokens_count"},
 }  # type: Dict[str, Dict[str, str]]
 
 
