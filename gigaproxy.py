@@ -48,11 +48,13 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import collections
 import dataclasses
 import hmac
 import http.client
 import http.server
 import email.utils
+import hashlib
 import ipaddress
 import json
 import logging
@@ -267,6 +269,7 @@ class Config:
     max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
     structured_output: str = DEFAULT_STRUCTURED_OUTPUT
     embeddings_model: str = DEFAULT_EMBEDDINGS_MODEL
+    allow_image_urls: bool = False
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
@@ -553,6 +556,7 @@ def load_config(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         structured_output=structured,
         embeddings_model=(get("GIGAPROXY_EMBEDDINGS_MODEL", DEFAULT_EMBEDDINGS_MODEL) or DEFAULT_EMBEDDINGS_MODEL).strip(),
+        allow_image_urls=parse_bool("GIGAPROXY_ALLOW_IMAGE_URLS", get("GIGAPROXY_ALLOW_IMAGE_URLS", "false") or "false"),
         max_concurrency=max_concurrency,
         client_timeout=client_timeout,
         shutdown_grace=shutdown_grace,
@@ -844,6 +848,65 @@ class Transport:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
+        ip = ip.ipv4_mapped  # type: ignore[union-attr]
+    return ip.is_global and not ip.is_multicast
+
+
+IMAGE_FETCH_TIMEOUT = 15.0
+
+
+def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, str]:
+    """GET an image for a client (opt-in), refusing what a proxy must not reach.
+
+    The host is resolved once and every address must be public (no loopback, private,
+    link-local or reserved ranges: no SSRF into the corporate network); the connection
+    goes to the address that was checked, so a second DNS answer cannot divert it;
+    redirects are not followed; at most MAX_IMAGE_BYTES are read.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise bad_request("%s: cannot resolve %s (%s)" % (where, _printable(host, 80), exc), where, "image_fetch_failed")
+    addresses = [info[4][0] for info in infos]
+    if not addresses or not all(_public_address(a) for a in addresses):
+        raise bad_request("%s: %s resolves to a private, loopback or reserved address; refused"
+                          % (where, _printable(host, 80)), where, "image_url_refused")
+    sock = None
+    try:
+        sock = socket.create_connection((addresses[0], port), timeout=IMAGE_FETCH_TIMEOUT)
+        if parts.scheme == "https":
+            sock = context.wrap_socket(sock, server_hostname=host)
+        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: image/*\r\nConnection: close\r\n\r\n"
+                      % (target, parts.netloc.rpartition("@")[2], USER_AGENT)).encode("ascii", "replace"))
+        response = http.client.HTTPResponse(sock, method="GET")
+        response.begin()
+        if response.status != 200:
+            raise bad_request("%s: the image URL answered HTTP %d%s" % (where, response.status, " (redirects are not "
+                              "followed)" if 300 <= response.status < 400 else ""), where, "image_fetch_failed")
+        mime = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+        if mime not in IMAGE_TYPES:
+            raise bad_request("%s: the URL served %s, not a PNG, JPEG, TIFF or BMP image" % (where, mime or "no type"),
+                              where, "unsupported_image_type")
+        data = response.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise bad_request("%s: the image is larger than GigaChat's %d MB limit"
+                              % (where, MAX_IMAGE_BYTES // 1048576), where, "image_too_large")
+        return data, mime
+    except (OSError, http.client.HTTPException) as exc:
+        raise bad_request("%s: could not fetch the image (%s)" % (where, exc.__class__.__name__), where,
+                          "image_fetch_failed")
+    finally:
+        if sock is not None:
+            sock.close()
+
+
 def _total_timeout_error() -> ProxyError:
     return ProxyError(504, "GigaChat did not finish within GIGAPROXY_TOTAL_TIMEOUT", "api_error", "upstream_timeout")
 
@@ -1055,6 +1118,22 @@ def upstream_error(status: int, headers: Any, data: bytes) -> ProxyError:
 
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+IMAGE_CACHE_SIZE = 256  # uploaded images remembered by content hash
+
+
+def multipart_form(fields: Dict[str, str], file_field: str, filename: str, content_type: str,
+                   data: bytes) -> Tuple[bytes, str]:
+    """A multipart/form-data body with text ``fields`` and one file; returns (body, content type)."""
+    boundary = "gigaproxy-" + uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+                      % (boundary, name, value)).encode("utf-8"))
+    parts.append(('--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\nContent-Type: %s\r\n\r\n'
+                  % (boundary, file_field, filename, content_type)).encode("utf-8"))
+    parts.append(data)
+    parts.append(("\r\n--%s--\r\n" % boundary).encode("ascii"))
+    return b"".join(parts), "multipart/form-data; boundary=" + boundary
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
@@ -1085,9 +1164,11 @@ class Upstream:
         self._models = ()  # type: Tuple[Dict[str, Any], ...]
         self._models_at = float("-inf")
         self._models_lock = threading.Lock()
+        self._files = collections.OrderedDict()  # type: collections.OrderedDict[Tuple[str, str], str]
+        self._files_lock = threading.Lock()  # guards _files: content hash -> GigaChat file id
 
     def _send(self, method: str, path: str, payload: Any, extra_headers: Optional[Dict[str, str]],
-              stream: bool = False) -> UpstreamExchange:
+              stream: bool = False, raw: Optional[Tuple[bytes, str]] = None) -> UpstreamExchange:
         """Send with a token and return the 200 exchange; every other outcome raises ProxyError.
 
         A 401 is retried once with a fresh token.  429, 500, 502, 503, 504 and failures
@@ -1098,7 +1179,9 @@ class Upstream:
         """
         body = None
         headers = {"User-Agent": USER_AGENT, "Accept": "text/event-stream" if stream else "application/json"}
-        if payload is not None:
+        if raw is not None:
+            body, headers["Content-Type"] = raw
+        elif payload is not None:
             body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             headers["Content-Type"] = "application/json"
         if stream:
@@ -1148,10 +1231,13 @@ class Upstream:
         time.sleep(delay)
         return True
 
-    def call(self, method: str, path: str, payload: Any = None,
-             extra_headers: Optional[Dict[str, str]] = None) -> Tuple[Any, Any]:
-        """A JSON call; returns (parsed body, response headers)."""
-        exchange = self._send(method, path, payload, extra_headers)
+    def call(self, method: str, path: str, payload: Any = None, extra_headers: Optional[Dict[str, str]] = None,
+             raw: Optional[Tuple[bytes, str]] = None) -> Tuple[Any, Any]:
+        """A call answered with JSON; returns (parsed body, response headers).
+
+        ``payload`` is sent as JSON, or ``raw`` as (bytes, content type).
+        """
+        exchange = self._send(method, path, payload, extra_headers, raw=raw)
         try:
             data = exchange.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -1196,6 +1282,29 @@ class Upstream:
             self._models = tuple(m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str))
             self._models_at = self._clock()
             return self._models
+
+    def upload_image(self, data: bytes, mime: str, extra_headers: Dict[str, str]) -> str:
+        """The GigaChat file id for an image, uploading it only if this proxy has not already.
+
+        Uploads are remembered by content hash (and X-Client-ID, which scopes GigaChat
+        files), the last IMAGE_CACHE_SIZE of them, so a conversation that resends the
+        same image every turn uploads it once.
+        """
+        key = (hashlib.sha256(data).hexdigest(), extra_headers.get("X-Client-ID", ""))
+        with self._files_lock:
+            if key in self._files:
+                self._files.move_to_end(key)
+                return self._files[key]
+        body, content_type = multipart_form({"purpose": "general"}, "file", "image." + IMAGE_TYPES[mime], mime, data)
+        answer, _ = self.call("POST", "/files", None, extra_headers, raw=(body, content_type))
+        file_id = answer.get("id") if isinstance(answer, dict) else None
+        if not isinstance(file_id, str) or not file_id:
+            raise ProxyError(502, "GigaChat's file upload answer has no id", "api_error", "upstream_bad_response")
+        with self._files_lock:
+            self._files[key] = file_id
+            while len(self._files) > IMAGE_CACHE_SIZE:
+                self._files.popitem(last=False)
+        return file_id
 
     def known_model_ids(self) -> Tuple[str, ...]:
         """Model ids from the last fetched list, without calling GigaChat."""
@@ -1266,8 +1375,59 @@ def _number(request: Dict[str, Any], key: str, low: float, high: float, low_open
     return value
 
 
-def _content_text(content: Any, param: str) -> str:
-    """A message's content as the single string GigaChat requires (text parts joined)."""
+IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg", "image/tiff": "tiff", "image/bmp": "bmp"}
+MAX_IMAGE_BYTES = 15 * 1024 * 1024  # GigaChat's limit for one image file (§8)
+MAX_IMAGES_PER_REQUEST = 10  # GigaChat: one image per message, ten per request (§4.1)
+TEXT_ONLY_MODELS = ("GigaChat", "GigaChat-2", "GigaChat-Plus", "GigaChat-preview", "GigaChat-2-preview")
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,]*)*);base64,", re.I)
+
+
+class ImageRef:
+    """An image a user message carries: decoded bytes (data: URL) or a URL to fetch."""
+
+    def __init__(self, where: str, data: Optional[bytes] = None, mime: Optional[str] = None,
+                 url: Optional[str] = None) -> None:
+        self.where = where
+        self.data = data
+        self.mime = mime
+        self.url = url
+
+
+def parse_image_url(url: Any, where: str) -> ImageRef:
+    """Validate an ``image_url`` and decode it when it is a ``data:`` URL (size and type checked)."""
+    _expect(url, (str,), where, "a string")
+    match = _DATA_URL.match(url)
+    if match:
+        mime = match.group(1).lower()
+        if mime not in IMAGE_TYPES:
+            raise bad_request("%s: %s images are not accepted by GigaChat; send PNG, JPEG, TIFF or BMP"
+                              % (where, mime), where, "unsupported_image_type")
+        encoded = url[match.end():]
+        if len(encoded) > MAX_IMAGE_BYTES * 4 // 3 + 8:
+            raise bad_request("%s: the image is larger than GigaChat's %d MB limit"
+                              % (where, MAX_IMAGE_BYTES // 1048576), where, "image_too_large")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request("%s: the data: URL is not valid base64" % where, where, "invalid_image")
+        if not data:
+            raise bad_request("%s: the image is empty" % where, where, "invalid_image")
+        if len(data) > MAX_IMAGE_BYTES:
+            raise bad_request("%s: the image is larger than GigaChat's %d MB limit"
+                              % (where, MAX_IMAGE_BYTES // 1048576), where, "image_too_large")
+        return ImageRef(where, data=data, mime=mime)
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in ("http", "https"):
+        return ImageRef(where, url=url)
+    raise bad_request("%s must be a data: URL (data:image/png;base64,...) or an http(s) URL" % where, where,
+                      "invalid_image")
+
+
+def _content_text(content: Any, param: str, images: Optional[List[ImageRef]] = None) -> str:
+    """A message's content as the single string GigaChat requires (text parts joined).
+
+    Image parts are collected into ``images`` (user messages only; elsewhere a 400).
+    """
     if content is None:
         return ""
     if isinstance(content, str):
@@ -1285,9 +1445,13 @@ def _content_text(content: Any, param: str) -> str:
         kind = part.get("type")
         if kind in ("text", "input_text", "output_text"):
             texts.append(_expect(part.get("text"), (str,), where + ".text", "a string"))
-        elif kind in ("image_url", "input_image", "image"):
-            raise bad_request("%s: image content is not supported by this gigaproxy version; "
-                              "send text only" % where, where + ".type", "unsupported_content")
+        elif kind in ("image_url", "input_image") and images is not None:
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            images.append(parse_image_url(url, where + ".image_url.url"))
+        elif kind in ("image_url", "input_image"):
+            raise bad_request("%s: images are accepted in user messages only" % where, where + ".type",
+                              "unsupported_content")
         else:
             raise bad_request("%s: content part type %r is not supported (use text)" % (where, kind),
                               where + ".type", "unsupported_content")
@@ -1534,7 +1698,10 @@ def _normalize_node(node: Any, defs: Dict[str, Any], refs: Tuple[str, ...], dept
 # ---- requests -----------------------------------------------------------------------
 
 
-def _translate_messages(messages: Any, names: ToolNames) -> List[Dict[str, Any]]:
+def _translate_messages(messages: Any, names: ToolNames,
+                        attached: Optional[List[Tuple[Dict[str, Any], ImageRef]]] = None) -> List[Dict[str, Any]]:
+    """OpenAI messages -> GigaChat messages; user images are listed in ``attached``."""
+    attached = attached if attached is not None else []
     _expect(messages, (list,), "messages", "an array of messages")
     if not messages:
         raise bad_request("messages must contain at least one message", "messages", "empty_array")
@@ -1569,7 +1736,15 @@ def _translate_messages(messages: Any, names: ToolNames) -> List[Dict[str, Any]]
             continue
         leading = False
         if role == "user":
-            out.append({"role": "user", "content": _content_text(message.get("content"), where + ".content")})
+            images = []  # type: List[ImageRef]
+            user = {"role": "user", "content": _content_text(message.get("content"), where + ".content", images)}
+            if len(images) > 1:
+                raise bad_request("%s has %d images; GigaChat takes one image per message: send them in separate "
+                                  "messages" % (where, len(images)), where + ".content", "too_many_images")
+            if images:
+                user["attachments"] = []  # the file id goes here once the image is uploaded
+                attached.append((user, images[0]))
+            out.append(user)
         elif role == "assistant":
             text = _content_text(message.get("content"), where + ".content")
             tool_calls = message.get("tool_calls")
@@ -1708,6 +1883,7 @@ class ChatPlan:
     def __init__(self, names: Optional[ToolNames] = None, output: Optional[str] = None,
                  output_function: Optional[str] = None, unwrap: Optional[str] = None,
                  stop: Tuple[str, ...] = (), n: int = 1) -> None:
+        self.images = []  # type: List[Tuple[Dict[str, Any], ImageRef]]  # (GigaChat message, its image)
         self.names = names or ToolNames()
         self.output = output
         self.output_function = output_function
@@ -1827,7 +2003,13 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         _expect(request["model"], (str,), "model", "a string")
     names = ToolNames(fn["name"] for fn, _ in _client_tools(request))
     plan = ChatPlan(names)
-    body["messages"] = messages = _translate_messages(request.get("messages"), names)
+    body["messages"] = messages = _translate_messages(request.get("messages"), names, plan.images)
+    if len(plan.images) > MAX_IMAGES_PER_REQUEST:
+        raise bad_request("the request has %d images; GigaChat takes at most %d per request"
+                          % (len(plan.images), MAX_IMAGES_PER_REQUEST), "messages", "too_many_images")
+    if plan.images and body["model"] in TEXT_ONLY_MODELS:
+        raise bad_request("%s does not accept images: ask for gigachat-pro or gigachat-max (or set GIGACHAT_MODEL "
+                          "to a Pro or Max model)" % body["model"], "model", "model_not_multimodal")
 
     stream = request.get("stream")
     if stream is not None and _expect(stream, (bool,), "stream", "a boolean"):
@@ -2849,6 +3031,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         completion_id = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         headers = self._forwarded_headers()
+        if plan.images:
+            self._attach_images(plan, headers)
         if giga.get("stream"):
             options = requests[0].get("stream_options") or {}
             translator = StreamTranslator(client_model, completion_id, created, bool(options.get("include_usage")), plan)
@@ -2868,6 +3052,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 completion["choices"].extend(to_completion_response(part, legacy, i)["choices"])
             response = completion
         self._send_json(200, response)
+
+    def _attach_images(self, plan: ChatPlan, headers: Dict[str, str]) -> None:
+        """Upload the request's images to GigaChat (each once) and fill in the attachment ids."""
+        context = self.server.image_context
+        for _, image in plan.images:
+            if image.data is None and context is None:
+                raise bad_request("%s: http(s) image URLs are not fetched by default (a proxy that fetches URLs "
+                                  "can be abused); send a data: URL, or set GIGAPROXY_ALLOW_IMAGE_URLS=true"
+                                  % image.where, image.where, "image_url_not_allowed")
+        for message, image in plan.images:
+            if image.data is None:
+                assert context is not None and image.url is not None
+                image.data, image.mime = fetch_image(image.url, context, image.where)
+            message["attachments"] = [self.server.upstream.upload_image(image.data, image.mime or "", headers)]
 
     def _call_all(self, bodies: List[Dict[str, Any]], headers: Dict[str, str]) -> List[Any]:
         """Chat calls to GigaChat, in parallel when there are several; the first error wins."""
@@ -3024,6 +3222,7 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
         self.config = config
         self.upstream = upstream
         self.draining = False
+        self.image_context = build_ssl_context(config) if config.allow_image_urls else None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._connections = 0
@@ -3192,7 +3391,9 @@ ENV_HELP = """environment variables (flag > environment > env file > default):
   GIGAPROXY_MAX_BODY_MB         default %(body)g: largest request body accepted
   GIGAPROXY_SHUTDOWN_GRACE      default %(grace)g s for requests in flight at SIGTERM / Ctrl-C
   GIGAPROXY_STRUCTURED_OUTPUT   default function: json_schema answers via a forced function, or native
-""" % {"base": DEFAULT_BASE_URL, "auth": DEFAULT_AUTH_URL, "timeout": DEFAULT_TIMEOUT, "model": DEFAULT_MODEL,
+  GIGAPROXY_EMBEDDINGS_MODEL    default %(embeddings)s: for embeddings model names GigaChat does not have
+  GIGAPROXY_ALLOW_IMAGE_URLS    default false: fetch http(s) image URLs (public addresses only)
+""" % {"embeddings": DEFAULT_EMBEDDINGS_MODEL, "base": DEFAULT_BASE_URL, "auth": DEFAULT_AUTH_URL, "timeout": DEFAULT_TIMEOUT, "model": DEFAULT_MODEL,
        "body": DEFAULT_MAX_BODY_MB, "connect": DEFAULT_CONNECT_TIMEOUT, "total": DEFAULT_TOTAL_TIMEOUT,
        "retries": DEFAULT_MAX_RETRIES, "backoff": DEFAULT_RETRY_BACKOFF, "concurrency": DEFAULT_MAX_CONCURRENCY,
        "client": DEFAULT_CLIENT_TIMEOUT, "grace": DEFAULT_SHUTDOWN_GRACE}

@@ -47,7 +47,8 @@ for _path in (ROOT, HERE):
 
 import gigaproxy  # noqa: E402
 from fake_gigachat import GigaChatError, validate_chat_request  # noqa: E402
-from gigaproxy import (  # noqa: E402
+from gigaproxy import (
+    translate_chat_request,  # noqa: E402
     ProxyError,
     StreamTranslator,
     iter_sse_data,
@@ -319,20 +320,34 @@ def test_stream_fixture(case: str) -> None:
 # --------------------------------------------------------------------------
 # requests: focused cases
 # --------------------------------------------------------------------------
-def test_open_webui_image_part_is_refused_with_400() -> None:
-    request = base_request(messages=[
-        {"role": "system", "content": "You are helpful."},
-        {"role": "user", "content": [
-            {"type": "text", "text": "What is in this picture?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg=="}},
-        ]},
-    ], stream=True, stream_options={"include_usage": True})
+OPEN_WEBUI_IMAGE_MESSAGES = [
+    {"role": "system", "content": "You are helpful."},
+    {"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg=="}},
+    ]},
+]
+
+
+def test_open_webui_image_part_to_a_text_only_model_is_refused_with_400() -> None:
+    request = base_request(messages=OPEN_WEBUI_IMAGE_MESSAGES, stream=True, stream_options={"include_usage": True})
     with pytest.raises(ProxyError) as info:
         translate(request)
     assert info.value.status == 400
-    assert info.value.param == "messages[1].content[1].type"
+    assert info.value.param == "model"
     assert info.value.body()["error"]["type"] == "invalid_request_error"
-    assert info.value.body()["error"]["param"] == "messages[1].content[1].type"
+    assert info.value.body()["error"]["code"] == "model_not_multimodal"
+
+
+def test_open_webui_image_part_to_a_vision_model_becomes_an_attachment_slot() -> None:
+    request = base_request(model="gigachat-max", messages=OPEN_WEBUI_IMAGE_MESSAGES, stream=True)
+    body, plan = translate_chat_request(request)
+    user = body["messages"][1]
+    assert user == {"role": "user", "content": "What is in this picture?", "attachments": []}
+    assert len(plan.images) == 1
+    message, image = plan.images[0]
+    assert message is user
+    assert image.mime == "image/png" and image.data.startswith(b"\x89PNG")
 
 
 def _bad(messages: Any = None, **fields: Any) -> Dict[str, Any]:
@@ -372,8 +387,11 @@ REJECTIONS = [
     ("part_number", _bad([{"role": "user", "content": [5]}]), "messages[0].content[0]"),
     ("part_text_not_string", _bad([{"role": "user", "content": [{"type": "text", "text": 5}]}]),
      "messages[0].content[0].text"),
-    ("part_image_url", _bad([{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]), "messages[0].content[0].type"),
+    ("part_image_url_text_only_model", _bad([{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]), "model"),
+    ("part_image_url_in_system", _bad([{"role": "system", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}, {"role": "user", "content": "a"}]),
+     "messages[0].content[0].type"),
     ("part_file", _bad([{"role": "user", "content": [
         {"type": "text", "text": "summarise"},
         {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}}]}]),
