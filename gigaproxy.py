@@ -271,6 +271,7 @@ class Config:
     embeddings_model: str = DEFAULT_EMBEDDINGS_MODEL
     allow_image_urls: bool = False
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    workers: int = 1
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     api_key: Optional[str] = None
@@ -500,6 +501,9 @@ def load_config(
     retry_backoff = number("GIGAPROXY_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF, 0, 60, positive=False)
     max_retries = whole("GIGAPROXY_MAX_RETRIES", DEFAULT_MAX_RETRIES, 0, 10)
     max_concurrency = whole("GIGAPROXY_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1, 100000)
+    if args.workers is not None:
+        env["GIGAPROXY_WORKERS"] = str(args.workers)  # the flag wins; checked like the variable
+    workers = whole("GIGAPROXY_WORKERS", 1, 1, 256)
     host = args.host or get("GIGAPROXY_HOST", DEFAULT_HOST) or DEFAULT_HOST
     port_text = str(args.port) if args.port is not None else get("GIGAPROXY_PORT", str(DEFAULT_PORT))
     try:
@@ -558,6 +562,7 @@ def load_config(
         embeddings_model=(get("GIGAPROXY_EMBEDDINGS_MODEL", DEFAULT_EMBEDDINGS_MODEL) or DEFAULT_EMBEDDINGS_MODEL).strip(),
         allow_image_urls=parse_bool("GIGAPROXY_ALLOW_IMAGE_URLS", get("GIGAPROXY_ALLOW_IMAGE_URLS", "false") or "false"),
         max_concurrency=max_concurrency,
+        workers=workers,
         client_timeout=client_timeout,
         shutdown_grace=shutdown_grace,
         api_key=api_key,
@@ -3232,6 +3237,11 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), Handler)
 
+    def server_bind(self) -> None:
+        if self.config.workers > 1:  # every worker process listens on the same port
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:
             admitted = self._connections < self.config.max_concurrency
@@ -3419,6 +3429,8 @@ def build_parser() -> argparse.ArgumentParser:
                         % DEFAULT_ENV_FILE)
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper,
                         help="log verbosity (env GIGAPROXY_LOG_LEVEL, default %s)" % DEFAULT_LOG_LEVEL)
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes sharing the port, Linux only (env GIGAPROXY_WORKERS, default 1)")
     parser.add_argument("--version", action="version", version="gigaproxy " + __version__)
     return parser
 
@@ -3447,7 +3459,8 @@ def _configure_logging(config: Config) -> None:
             log.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler._gigaproxy = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s " + ("[%(process)d] " if config.workers > 1 else "")
+                                           + "%(levelname)s %(message)s"))
     handler.addFilter(_RedactingFilter(config.secrets()))
     log.addHandler(handler)
     log.setLevel(config.log_level)
@@ -3464,17 +3477,100 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = load_config(args)
         _configure_logging(config)
-        server = make_server(config)
+        if config.workers > 1:
+            reservation = _reserve_port(config)
+            config = dataclasses.replace(config, port=reservation.getsockname()[1])
+            build_ssl_context(config, client_cert=True)  # certificate problems stop startup here, once
+            address = reservation.getsockname()[:2]  # type: Tuple[str, int]
+        else:
+            server = make_server(config)
+            address = server.server_address[:2]
     except ConfigError as exc:
         print("gigaproxy: error: %s" % exc, file=sys.stderr)
         return 2
-    host, port = server.server_address[:2]
+    host, port = address
     shown_host = "[%s]" % host if ":" in host else host
-    log.info("gigaproxy %s listening on http://%s:%d/v1 -> %s (auth: %s, default model %s)",
-             __version__, shown_host, port, config.base_url, config.auth_mode, config.model)
+    log.info("gigaproxy %s listening on http://%s:%d/v1 -> %s (auth: %s, default model %s%s)",
+             __version__, shown_host, port, config.base_url, config.auth_mode, config.model,
+             ", %d workers" % config.workers if config.workers > 1 else "")
+    if config.workers > 1:
+        return _run_workers(config, reservation)
     serve(server)
     log.info("gigaproxy stopped")
     return 0
+
+
+def _reserve_port(config: Config) -> socket.socket:
+    """A bound, never-listening SO_REUSEPORT socket that holds the port for the workers."""
+    if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("--workers (GIGAPROXY_WORKERS) needs Linux (SO_REUSEPORT); on %s run one gigaproxy "
+                          "per port instead" % sys.platform)
+    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("cannot listen on %s:%d (%s); choose another --port / GIGAPROXY_PORT or --host"
+                          % (config.host, config.port, exc.strerror or exc))
+    return sock
+
+
+def _run_workers(config: Config, reservation: socket.socket) -> int:
+    """``--workers N`` (Linux): N processes accepting on one port (SO_REUSEPORT).
+
+    The parent holds the port with a bound socket that never listens, so the kernel
+    spreads connections over the workers only; each worker binds its own listening
+    socket, with its own token manager and connection pool.  SIGTERM or Ctrl-C to the
+    parent is passed on, and each worker drains as ``serve`` does.
+    """
+    children = []  # type: List[int]
+    for _ in range(config.workers):
+        pid = os.fork()  # type: ignore[attr-defined]
+        if pid == 0:
+            code = 1
+            try:
+                reservation.close()
+                serve(make_server(config))
+                code = 0
+            except ConfigError as exc:
+                print("gigaproxy: error: %s" % exc, file=sys.stderr)
+                code = 2
+            except KeyboardInterrupt:
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            _signal_quietly(child, signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    worst = 0
+    try:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except KeyboardInterrupt:  # Ctrl-C reached the whole process group; wait for the drain
+                continue
+            except ChildProcessError:
+                break
+            if pid in children:
+                children.remove(pid)
+                worst = max(worst, os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        reservation.close()
+    log.info("gigaproxy stopped")
+    return worst
+
+
+def _signal_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
