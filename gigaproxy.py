@@ -1485,7 +1485,7 @@ def _parse_arguments(arguments: Any, param: str) -> Dict[str, Any]:
         return {}
     _expect(arguments, (str,), param, "a JSON string")
     try:
-        value = json.loads(arguments)
+        value = json.loads(arguments, parse_constant=_reject_constant)  # NaN/Infinity are not JSON
     except ValueError as exc:
         raise bad_request("%s is not valid JSON (%s)" % (param, exc), param, "invalid_tool_arguments")
     if not isinstance(value, dict):
@@ -1513,7 +1513,7 @@ GIGACHAT_BUILTIN_FUNCTIONS = frozenset({
     "text2image", "text2model3d", "web_search", "code_interpreter", "image_generate",
     "model_3d_generate", "url_content_extraction",
 })
-_SAFE_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SAFE_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 SCHEMA_MAX_DEPTH = 12  # $ref chains and nesting deeper than this are cut to a plain object
 _SCHEMA_FORMATS = ("date", "date-time", "time")  # the formats GigaChat accepts
 _SCHEMA_DROPPED_KEYS = ("$schema", "$id", "$comment", "$defs", "definitions", "$ref", "anyOf", "oneOf",
@@ -1580,27 +1580,30 @@ def normalize_schema(schema: Any) -> Dict[str, Any]:
 
     GigaChat rejects ``$ref``/``$defs``, ``anyOf``/``oneOf``/``allOf``, type arrays,
     ``const``, non-string enums, objects without ``properties`` and most ``format``s.
-    This inlines references (a cycle or depth past SCHEMA_MAX_DEPTH becomes a plain
-    object), merges ``allOf``, takes the first non-null branch of a union (naming the
-    others in the description), turns ``["string", "null"]`` into ``"string"``,
-    ``const`` into a one-value enum, non-string enums into a description, infers a
-    missing ``type``, and gives every object ``properties``.  Descriptions survive.
+    This inlines local references (``#/$defs/X``, ``#/properties/a``, ``#``; a cycle,
+    nesting past SCHEMA_MAX_DEPTH or a schema past SCHEMA_MAX_NODES becomes a plain
+    object), merges ``allOf``, merges a union of objects into one object (all
+    properties, the common ones required, tag enums joined) and otherwise takes the
+    first non-null branch, naming the others in the description; turns
+    ``["string", "null"]`` into ``"string"``, ``const`` into a one-value enum, non-string
+    enums into a description, infers a missing ``type``, and gives every object
+    ``properties``.  Property names and descriptions survive.
     """
     if not isinstance(schema, dict):
         return {"type": "object", "properties": {}}
-    defs = {}  # type: Dict[str, Any]
-    for key in ("$defs", "definitions"):
-        if isinstance(schema.get(key), dict):
-            for name, value in schema[key].items():
-                defs["#/%s/%s" % (key, name)] = value
-    result = _normalize_node(schema, defs, (), 0)
+    result = _SchemaRewrite(schema).node(schema, (), 0)
     if result.get("type") != "object":
         result = {"type": "object", "properties": {}}
     return result
 
 
+SCHEMA_MAX_NODES = 2000  # inlining references can multiply a schema; past this, they stay plain objects
+
+
 def _describe(node: Dict[str, Any], note: str) -> None:
     description = node.get("description")
+    if not note or (isinstance(description, str) and note in description):
+        return
     node["description"] = ("%s (%s)" % (description, note)) if isinstance(description, str) and description else note
 
 
@@ -1609,95 +1612,154 @@ def _type_of_value(value: Any) -> str:
             "string": "string", "array": "array", "object": "object"}.get(_type_name(value), "string")
 
 
-def _normalize_node(node: Any, defs: Dict[str, Any], refs: Tuple[str, ...], depth: int) -> Dict[str, Any]:
-    if not isinstance(node, dict):
-        return {"type": "string"}  # ``true`` / anything: the most general value an LLM can write
-    if depth > SCHEMA_MAX_DEPTH:
-        out = {"type": "object", "properties": {}}  # type: Dict[str, Any]
-        _describe(out, "nested too deeply to describe")
-        return out
-    node = dict(node)
-    ref = node.pop("$ref", None)
-    if isinstance(ref, str):
-        target = defs.get(ref)
-        if target is None or ref in refs:
-            out = {"type": "object", "properties": {}}
-            if isinstance(node.get("description"), str):
-                out["description"] = node["description"]
-            if ref in refs:
-                _describe(out, "same structure as its parent")
-            return out
-        merged = dict(target)
-        merged.update({k: v for k, v in node.items() if k in ("description", "title", "default")})
-        return _normalize_node(merged, defs, refs + (ref,), depth + 1)
-    for part in node.pop("allOf", None) or []:
-        part = _normalize_node(part, defs, refs, depth + 1)
+def _plain_object(description: Any, note: str) -> Dict[str, Any]:
+    out = {"type": "object", "properties": {}}  # type: Dict[str, Any]
+    if isinstance(description, str) and description:
+        out["description"] = description
+    _describe(out, note)
+    return out
+
+
+class _SchemaRewrite:
+    """One normalize_schema() run: the root (for references) and the node budget."""
+
+    def __init__(self, root: Dict[str, Any]) -> None:
+        self.root = root
+        self.budget = SCHEMA_MAX_NODES
+
+    def resolve(self, ref: str) -> Any:
+        """The target of a local JSON pointer (``#``, ``#/$defs/X``), or None."""
+        if not ref.startswith("#"):
+            return None
+        target = self.root  # type: Any
+        for token in urllib.parse.unquote(ref[1:]).split("/")[1:]:
+            token = token.replace("~1", "/").replace("~0", "~")
+            if isinstance(target, dict) and token in target:
+                target = target[token]
+            elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
+                target = target[int(token)]
+            else:
+                return None
+        return target if isinstance(target, dict) else None
+
+    def node(self, node: Any, refs: Tuple[str, ...], depth: int) -> Dict[str, Any]:
+        if not isinstance(node, dict):
+            return {"type": "string"}  # ``true`` / anything: the most general value an LLM can write
+        self.budget -= 1
+        if depth > SCHEMA_MAX_DEPTH or self.budget < 0:
+            return _plain_object(node.get("description"), "nested too deeply to describe")
+        node = dict(node)
+        ref = node.pop("$ref", None)
+        if isinstance(ref, str):
+            target = self.resolve(ref)
+            if target is None or ref in refs:
+                return _plain_object(node.get("description"), "same structure as its parent" if target else "")
+            merged = dict(target)
+            merged.update({k: v for k, v in node.items() if k in ("title", "default")})
+            if isinstance(node.get("description"), str) and node["description"]:
+                merged["description"] = node["description"]
+                _describe(merged, target.get("description") if isinstance(target.get("description"), str) else "")
+            return self.node(merged, refs + (ref,), depth + 1)
+        for part in node.pop("allOf", None) or []:
+            self._merge_into(node, self.node(part, refs, depth + 1))
+        for union in ("anyOf", "oneOf"):
+            variants = node.pop(union, None)
+            if isinstance(variants, list):
+                options = [self.node(v, refs, depth + 1) for v in variants
+                           if not (isinstance(v, dict) and v.get("type") == "null")]
+                if options:
+                    self._union_into(node, options)
+        if "const" in node:
+            const = node.pop("const")
+            node.setdefault("type", _type_of_value(const))
+            node["enum"] = [const]
+        kind = node.get("type")
+        if isinstance(kind, list):
+            kinds = [k for k in kind if k != "null"] or ["string"]
+            node["type"] = kinds[0]
+            if len(kinds) > 1:
+                _describe(node, "may also be: " + ", ".join(str(k) for k in kinds[1:]))
+        enum = node.get("enum")
+        if isinstance(enum, list):
+            if "type" not in node and enum:
+                node["type"] = _type_of_value(enum[0])
+            if not all(isinstance(v, str) for v in enum):
+                node.pop("enum")
+                _describe(node, "one of: " + ", ".join(json.dumps(v, ensure_ascii=False) for v in enum))
+        if "type" not in node:
+            if "properties" in node or "additionalProperties" in node or "required" in node:
+                node["type"] = "object"
+            elif "items" in node:
+                node["type"] = "array"
+            else:
+                node["type"] = "string"
+        if node.get("format") not in _SCHEMA_FORMATS:
+            node.pop("format", None)
+        for key in _SCHEMA_DROPPED_KEYS:
+            node.pop(key, None)
+        if node["type"] == "object":
+            properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+            node["properties"] = {name: self.node(value, refs, depth + 1) for name, value in properties.items()}
+            if isinstance(node.get("required"), list):
+                node["required"] = [r for r in node["required"] if r in node["properties"]]
+                if not node["required"]:
+                    del node["required"]
+            else:
+                node.pop("required", None)
+            extra = node.get("additionalProperties")
+            if isinstance(extra, dict):
+                node["additionalProperties"] = self.node(extra, refs, depth + 1)
+        elif node["type"] == "array":
+            items = node.get("items")
+            if isinstance(items, list):
+                items = items[0] if items else None
+            node["items"] = self.node(items, refs, depth + 1) if isinstance(items, dict) else {"type": "string"}
+        return node
+
+    @staticmethod
+    def _merge_into(node: Dict[str, Any], part: Dict[str, Any]) -> None:
+        """``allOf``: every part's properties, requirements and descriptions together."""
         for key, value in part.items():
             if key == "properties" and isinstance(node.get("properties"), dict):
-                node["properties"] = dict(node["properties"], **value)
+                node["properties"] = dict(value, **node["properties"])
             elif key == "required" and isinstance(node.get("required"), list):
                 node["required"] = node["required"] + [r for r in value if r not in node["required"]]
+            elif key == "description":
+                _describe(node, value)
             else:
                 node.setdefault(key, value)
-    for union in ("anyOf", "oneOf"):
-        variants = node.pop(union, None)
-        if isinstance(variants, list):
-            options = [v for v in variants if not (isinstance(v, dict) and v.get("type") == "null")]
-            if options:
-                first = _normalize_node(options[0], defs, refs, depth + 1)
-                for key, value in first.items():
-                    if key == "description" and isinstance(node.get("description"), str):
-                        continue
-                    node.setdefault(key, value)
-                if len(options) > 1:
-                    others = sorted({_normalize_node(o, defs, refs, depth + 1).get("type", "object") for o in options[1:]})
-                    _describe(node, "may also be: " + ", ".join(others))
-    if "const" in node:
-        const = node.pop("const")
-        node.setdefault("type", _type_of_value(const))
-        node["enum"] = [const]
-    kind = node.get("type")
-    if isinstance(kind, list):
-        kinds = [k for k in kind if k != "null"] or ["string"]
-        node["type"] = kinds[0]
-        if len(kinds) > 1:
-            _describe(node, "may also be: " + ", ".join(kinds[1:]))
-    enum = node.get("enum")
-    if isinstance(enum, list):
-        if "type" not in node and enum:
-            node["type"] = _type_of_value(enum[0])
-        if not all(isinstance(v, str) for v in enum):
-            node.pop("enum")
-            _describe(node, "one of: " + ", ".join(json.dumps(v, ensure_ascii=False) for v in enum))
-    if "type" not in node:
-        if "properties" in node or "additionalProperties" in node or "required" in node:
-            node["type"] = "object"
-        elif "items" in node:
-            node["type"] = "array"
-        else:
-            node["type"] = "string"
-    if node.get("format") not in _SCHEMA_FORMATS:
-        node.pop("format", None)
-    for key in _SCHEMA_DROPPED_KEYS:
-        node.pop(key, None)
-    if node["type"] == "object":
-        properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
-        node["properties"] = {name: _normalize_node(value, defs, refs, depth + 1) for name, value in properties.items()}
-        if isinstance(node.get("required"), list):
-            node["required"] = [r for r in node["required"] if r in node["properties"]]
-            if not node["required"]:
-                del node["required"]
-        else:
-            node.pop("required", None)
-        extra = node.get("additionalProperties")
-        if isinstance(extra, dict):
-            node["additionalProperties"] = _normalize_node(extra, defs, refs, depth + 1)
-    elif node["type"] == "array":
-        items = node.get("items")
-        if isinstance(items, list):
-            items = items[0] if items else None
-        node["items"] = _normalize_node(items, defs, refs, depth + 1) if isinstance(items, dict) else {"type": "string"}
-    return node
+
+    @staticmethod
+    def _union_into(node: Dict[str, Any], options: List[Dict[str, Any]]) -> None:
+        """``anyOf``/``oneOf`` of normalised branches, folded into ``node``."""
+        if len(options) > 1 and all(o.get("type") == "object" for o in options):
+            properties = {}  # type: Dict[str, Any]
+            for option in options:
+                for name, value in option.get("properties", {}).items():
+                    known = properties.get(name)
+                    if known is not None and isinstance(known.get("enum"), list) and isinstance(value.get("enum"), list):
+                        known["enum"] = known["enum"] + [v for v in value["enum"] if v not in known["enum"]]
+                    elif known is None:
+                        properties[name] = dict(value)
+            required = [r for r in options[0].get("required", []) if all(r in o.get("required", []) for o in options)]
+            merged = {"type": "object", "properties": properties}  # type: Dict[str, Any]
+            if required:
+                merged["required"] = required
+            notes = [o["description"] for o in options if isinstance(o.get("description"), str)]
+            _describe(node, "one of these forms: " + "; ".join(notes) if notes else "")
+            _SchemaRewrite._merge_into(node, merged)
+            return
+        first = options[0]
+        for key, value in first.items():
+            if key == "description":
+                _describe(node, value)
+            else:
+                node.setdefault(key, value)
+        for other in options[1:]:
+            note = "may also be: %s" % other.get("type", "object")
+            if isinstance(other.get("description"), str):
+                note += " - " + other["description"]
+            _describe(node, note)
 
 
 # ---- requests -----------------------------------------------------------------------
@@ -1793,6 +1855,13 @@ def _translate_messages(messages: Any, names: ToolNames,
     if pending:
         raise bad_request("tool call %s has no tool message with its result" % ", ".join(sorted(pending)),
                           "messages", "missing_tool_result")
+    for i, message in enumerate(out):
+        call = message.get("function_call")
+        if call is not None and (i + 1 == len(out) or out[i + 1].get("role") != "function"):
+            # A legacy call with no result in history (Aider's function edit formats keep
+            # them so): GigaChat would refuse it, so it becomes what it was: text.
+            note = "[called %s with %s]" % (call["name"], json.dumps(call["arguments"], ensure_ascii=False))
+            out[i] = {"role": "assistant", "content": (message["content"] + "\n" if message["content"] else "") + note}
     if system_parts:
         out.insert(0, {"role": "system", "content": "\n\n".join(system_parts)})
     if not out:
@@ -1887,7 +1956,8 @@ class ChatPlan:
 
     def __init__(self, names: Optional[ToolNames] = None, output: Optional[str] = None,
                  output_function: Optional[str] = None, unwrap: Optional[str] = None,
-                 stop: Tuple[str, ...] = (), n: int = 1) -> None:
+                 stop: Tuple[str, ...] = (), n: int = 1, legacy_functions: bool = False) -> None:
+        self.legacy_functions = legacy_functions  # the client used ``functions``: answer with function_call
         self.images = []  # type: List[Tuple[Dict[str, Any], ImageRef]]  # (GigaChat message, its image)
         self.names = names or ToolNames()
         self.output = output
@@ -2007,7 +2077,7 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
     if request.get("model") is not None:
         _expect(request["model"], (str,), "model", "a string")
     names = ToolNames(fn["name"] for fn, _ in _client_tools(request))
-    plan = ChatPlan(names)
+    plan = ChatPlan(names, legacy_functions=bool(request.get("functions")) and not request.get("tools"))
     body["messages"] = messages = _translate_messages(request.get("messages"), names, plan.images)
     if len(plan.images) > MAX_IMAGES_PER_REQUEST:
         raise bad_request("the request has %d images; GigaChat takes at most %d per request"
@@ -2217,10 +2287,15 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
             out_message["content"] = _structured_content(function_call, plan)
             finish = "stop"
         elif isinstance(function_call, dict):
+            call = _tool_call(function_call, message.get("functions_state_id"), _fallback_call_id(completion_id),
+                              plan.names)
             out_message["content"] = None
-            out_message["tool_calls"] = [_tool_call(function_call, message.get("functions_state_id"),
-                                                    _fallback_call_id(completion_id), plan.names)]
-            finish = "tool_calls"
+            if plan.legacy_functions:
+                out_message["function_call"] = call["function"]
+                finish = "function_call"
+            else:
+                out_message["tool_calls"] = [call]
+                finish = "tool_calls"
         elif plan.output == "json_object" and finish == "stop":
             out_message["content"] = json_object_text(out_message["content"])
         elif plan.stop:
@@ -2564,8 +2639,11 @@ class StreamTranslator:
                     out["content"] = content
                 call = _tool_call(function_call, delta.get("functions_state_id"),
                                   _fallback_call_id(self.completion_id), self.plan.names)
-                call["index"] = 0
-                out["tool_calls"] = [call]
+                if self.plan.legacy_functions:
+                    out["function_call"] = call["function"]
+                else:
+                    call["index"] = 0
+                    out["tool_calls"] = [call]
                 finish = "function_call"
             else:
                 if finish == "function_call":
@@ -2589,6 +2667,8 @@ class StreamTranslator:
                 chunks.append(self._chunk(out, None))
             if finish:
                 self.finish_reason = FINISH_REASONS.get(finish, "stop")
+                if finish == "function_call" and self.plan.legacy_functions:
+                    self.finish_reason = "function_call"
                 chunks.append(self._chunk({}, self.finish_reason))
                 break
         return chunks

@@ -650,6 +650,135 @@ def test_models_list_drives_model_check(fake, token):
 
 
 # --------------------------------------------------------------------------
+# §4.2 function schemas and names (rules after gpt2giga's normaliser and the SPEC)
+# --------------------------------------------------------------------------
+def fn_with(parameters: Any, name: str = "get_weather") -> Dict[str, Any]:
+    return {"name": name, "description": "Weather", "parameters": parameters}
+
+
+def obj(**properties: Any) -> Dict[str, Any]:
+    return {"type": "object", "properties": properties}
+
+
+STR = {"type": "string"}
+
+#: Schemas GigaChat is taken to refuse, each with the path the 422 message names.
+SCHEMA_REJECTED = {
+    "$ref": (obj(a={"$ref": "#/$defs/A"}), "properties.a: '$ref'"),
+    "$defs": (dict(obj(a=STR), **{"$defs": {"A": STR}}), "parameters: '$defs'"),
+    "definitions": (dict(obj(a=STR), definitions={"A": STR}), "parameters: 'definitions'"),
+    "anyOf": (obj(a={"anyOf": [STR, {"type": "null"}]}), "properties.a: 'anyOf'"),
+    "oneOf": (obj(a={"oneOf": [STR, {"type": "integer"}]}), "properties.a: 'oneOf'"),
+    "allOf": (obj(a={"allOf": [obj(b=STR)]}), "properties.a: 'allOf'"),
+    "type list": (obj(a={"type": ["string", "null"]}), "properties.a.type"),
+    "root type list": ({"type": ["object", "null"], "properties": {}}, "parameters.type"),
+    "const": (obj(a={"type": "string", "const": "x"}), "properties.a: 'const'"),
+    "enum of numbers": (obj(a={"type": "integer", "enum": [1, 2, 3]}), "properties.a.enum"),
+    "enum mixed": (obj(a={"type": "string", "enum": ["a", None]}), "properties.a.enum"),
+    "enum of booleans": (obj(a={"enum": [True, False]}), "properties.a.enum"),
+    "enum not a list": (obj(a={"type": "string", "enum": "a"}), "properties.a.enum"),
+    "format uri": (obj(a={"type": "string", "format": "uri"}), "properties.a.format 'uri'"),
+    "format email": (obj(a={"type": "string", "format": "email"}), "properties.a.format"),
+    "format uuid": (obj(a={"type": "string", "format": "uuid"}), "properties.a.format"),
+    "bare root object": ({"type": "object"}, "parameters: an object schema must have properties"),
+    "bare nested object": (obj(a={"type": "object", "additionalProperties": STR}),
+                           "properties.a: an object schema must have properties"),
+    "properties not an object": ({"type": "object", "properties": []}, "parameters"),
+    "deep in items": (obj(a={"type": "array", "items": obj(b={"anyOf": [STR]})}),
+                      "properties.a.items.properties.b: 'anyOf'"),
+    "in tuple items": (obj(a={"type": "array", "items": [STR, {"const": 1}]}),
+                       "properties.a.items[1]: 'const'"),
+    "in additionalProperties": (
+        obj(a={"type": "object", "properties": {}, "additionalProperties": {"type": ["string", "null"]}}),
+        "properties.a.additionalProperties.type"),
+    "deep nesting": (obj(a=obj(b=obj(c={"type": "array", "items": {"type": "object"}}))),
+                     "properties.a.properties.b.properties.c.items: an object schema"),
+}
+
+#: Schemas that pass: what a normaliser leaves behind, with harmless extra keywords.
+SCHEMA_ACCEPTED = {
+    "empty object": obj(),
+    "no type at root": {"properties": {"a": STR}},
+    "string enum": obj(a={"type": "string", "enum": ["pending", "done"]}),
+    "allowed formats": obj(a={"type": "string", "format": "date"}, b={"type": "string", "format": "date-time"},
+                           c={"type": "string", "format": "time"}),
+    "additionalProperties false": dict(obj(a=STR), additionalProperties=False, required=["a"]),
+    "additionalProperties schema": {"type": "object", "properties": {}, "additionalProperties": {"type": "integer"}},
+    "array of objects": obj(edits={"type": "array", "items": obj(old=STR, new=STR), "minItems": 1}),
+    "keywords left alone": obj(a={"type": "integer", "minimum": 1, "maximum": 5, "default": 2, "title": "A",
+                                  "description": "d"}, b={"type": "string", "pattern": "^[a-z]+$"},
+                               c={"type": "null"}),
+    "$schema at root": dict(obj(a=STR), **{"$schema": "http://json-schema.org/draft-07/schema#"}),
+    "boolean property schema": obj(a=True),
+}
+
+
+@pytest.mark.parametrize("parameters, where", list(SCHEMA_REJECTED.values()), ids=list(SCHEMA_REJECTED))
+def test_function_schema_rejected(fake, token, parameters, where):
+    resp = call(fake, "POST", CHAT, chat_body(functions=[fn_with(parameters)]), token=token)
+    assert resp.status == 422, resp.body
+    assert resp.json["message"].startswith("Invalid params: functions[0].parameters")
+    assert where in resp.json["message"]
+    assert fake.chat_requests() == []
+
+
+@pytest.mark.parametrize("parameters", list(SCHEMA_ACCEPTED.values()), ids=list(SCHEMA_ACCEPTED))
+def test_function_schema_accepted(fake, token, parameters):
+    body = chat_body(functions=[fn_with(parameters)], function_call="auto")
+    resp = call(fake, "POST", CHAT, body, token=token)
+    assert resp.status == 200, resp.body
+    assert fake.chat_requests() == [body]
+
+
+def test_function_schema_checked_in_every_function(fake, token):
+    good = fn_with(obj(a=STR), name="first")
+    bad = fn_with(obj(a={"$ref": "#/x"}), name="second")
+    resp = call(fake, "POST", CHAT, chat_body(functions=[good, bad]), token=token)
+    assert resp.status == 422 and "functions[1].parameters.properties.a" in resp.json["message"]
+
+
+@pytest.mark.parametrize("parameters, where", list(SCHEMA_REJECTED.values()), ids=list(SCHEMA_REJECTED))
+def test_native_response_format_schema_rejected(fake, token, parameters, where):
+    body = chat_body(response_format={"type": "json_schema", "schema": parameters})
+    resp = call(fake, "POST", CHAT, body, token=token)
+    assert resp.status == 422, resp.body
+    assert resp.json["message"].startswith("Invalid params: response_format.schema")
+    expected = "response_format.schema" + where[len("parameters"):] if where.startswith("parameters") else where
+    assert expected in resp.json["message"]
+
+
+def test_native_response_format_normalised_schema_accepted(fake, token):
+    schema = dict(obj(answer={"type": "string", "enum": ["yes", "no"]}, when={"type": "string", "format": "date"}),
+                  required=["answer"], additionalProperties=False)
+    body = chat_body(response_format={"type": "json_schema", "schema": schema, "strict": True})
+    assert call(fake, "POST", CHAT, body, token=token).status == 200
+
+
+@pytest.mark.parametrize("name", [
+    "read-file", "mcp.filesystem.read_file", "github/create_issue", "1st_tool", "получить_погоду",
+    "has space", "trailing_newline\n", "", "web_search", "text2image", "text2model3d",
+])
+def test_function_name_rejected(fake, token, name):
+    resp = call(fake, "POST", CHAT, chat_body(functions=[fn_with(obj(), name=name)]), token=token)
+    assert resp.status == 422, (name, resp.body)
+    assert resp.json["message"].startswith("Invalid params: functions[0].name")
+
+
+@pytest.mark.parametrize("name", ["get_weather", "_private", "Bash", "mcp__github__create_issue", "f2",
+                                  "user_web_search", "web_search_2", "x" * 100])
+def test_function_name_accepted(fake, token, name):
+    body = chat_body(functions=[fn_with(obj(), name=name)], function_call={"name": name})
+    assert call(fake, "POST", CHAT, body, token=token).status == 200
+
+
+def test_builtin_may_still_be_called_by_name_without_being_defined(fake, token):
+    """§4.2/§7: built-ins are listed by name in function_call, never defined in functions."""
+    assert call(fake, "POST", CHAT, chat_body(function_call={"name": "text2image"}), token=token).status == 200
+    body = chat_body(functions=[fn_with(obj())], function_call={"name": "web_search"})
+    assert call(fake, "POST", CHAT, body, token=token).status == 422
+
+
+# --------------------------------------------------------------------------
 # §5 chat replies
 # --------------------------------------------------------------------------
 def test_default_reply_is_deterministic_echo():
