@@ -1515,6 +1515,7 @@ GIGACHAT_BUILTIN_FUNCTIONS = frozenset({
 })
 _SAFE_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 SCHEMA_MAX_DEPTH = 12  # $ref chains and nesting deeper than this are cut to a plain object
+SCHEMA_MAX_NODES = 2000  # inlining references can multiply a schema; past this, they stay plain objects
 _SCHEMA_FORMATS = ("date", "date-time", "time")  # the formats GigaChat accepts
 _SCHEMA_DROPPED_KEYS = ("$schema", "$id", "$comment", "$defs", "definitions", "$ref", "anyOf", "oneOf",
                         "allOf", "const", "discriminator", "$anchor", "$dynamicRef", "$dynamicAnchor")
@@ -1595,9 +1596,6 @@ def normalize_schema(schema: Any) -> Dict[str, Any]:
     if result.get("type") != "object":
         result = {"type": "object", "properties": {}}
     return result
-
-
-SCHEMA_MAX_NODES = 2000  # inlining references can multiply a schema; past this, they stay plain objects
 
 
 def _describe(node: Dict[str, Any], note: str) -> None:
