@@ -46,6 +46,8 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import email
+import email.policy
 import functools
 import hashlib
 import http.server
@@ -99,6 +101,12 @@ OAUTH_PATH = "/api/v2/oauth"
 TOKEN_PATH = "/api/v1/token"
 MODELS_PATH = "/api/v1/models"
 EMBEDDINGS_PATH = "/api/v1/embeddings"
+FILES_PATH = "/api/v1/files"
+BALANCE_PATH = "/api/v1/balance"
+TOKENS_COUNT_PATH = "/api/v1/tokens/count"
+IMAGE_MIME_TYPES = ("image/jpeg", "image/png", "image/tiff", "image/bmp")  # §8 formats (images)
+MAX_IMAGE_FILE_BYTES = 15 * 1024 * 1024  # §8: image files up to 15 MB
+MAX_IMAGES_PER_REQUEST = 10  # §4.1
 
 MODEL_VERSION = "2.0.28.2"  # served version appended to the model id (§5)
 
@@ -575,6 +583,8 @@ class FakeGigaChat:
 
         self._lock = threading.Lock()
         self._tokens: Dict[str, float] = {}  # issued token -> expiry (clock() seconds)
+        self.files: Dict[str, Dict[str, Any]] = {}  # uploaded file id -> {filename, mime, data, client_id}
+        self.balance = [{"usage": "GigaChat", "value": 50000}, {"usage": "GigaChat-Max", "value": 1200}]
         self._replies: Deque[_Reply] = collections.deque()
         self._faults: List[_Fault] = []
         self._connections: Dict[int, socket.socket] = {}
@@ -1030,6 +1040,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             CHAT_PATH: ("POST", self._chat),
             MODELS_PATH: ("GET", self._models),
             EMBEDDINGS_PATH: ("POST", self._embeddings),
+            FILES_PATH: ("POST", self._upload),
+            BALANCE_PATH: ("GET", self._balance),
+            TOKENS_COUNT_PATH: ("POST", self._tokens_count),
         }
         route = routes.get(path)
         if route is None and _MODEL_PATH_RE.match(path):
@@ -1144,11 +1157,83 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 for i, text in enumerate(texts)]
         self._send_json(200, {"object": "list", "model": model, "data": data})
 
+    # ---- §8 files, balance, tokens/count -------------------------------------
+    def _upload(self) -> None:
+        """``POST /files``: multipart/form-data with a ``file`` part and ``purpose`` (§8)."""
+        content_type = self.headers.get("Content-Type", "")
+        if not content_type.startswith("multipart/form-data") or "boundary=" not in content_type:
+            raise _api_error(400, "Content-Type must be multipart/form-data with a boundary")
+        parsed = email.message_from_bytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + self.rec.body,
+            policy=email.policy.HTTP)
+        if not parsed.is_multipart():
+            raise _api_error(400, "malformed multipart body")
+        fields: Dict[str, Any] = {}
+        upload = None
+        for part in parsed.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name == "file" and part.get_filename():
+                upload = part
+            elif name:
+                fields[name] = part.get_content().strip() if part.get_content_maintype() == "text" else None
+        if upload is None:
+            raise _invalid("multipart body has no file part with a filename")
+        if fields.get("purpose") not in ("general", "assistant"):
+            raise _invalid("purpose must be general")
+        mime = upload.get_content_type()
+        data = upload.get_payload(decode=True) or b""
+        if mime not in IMAGE_MIME_TYPES:
+            raise _api_error(415, "Unsupported file type %s" % mime)
+        if not data or len(data) > MAX_IMAGE_FILE_BYTES:
+            raise _api_error(413, "Payload too large")
+        file_id = str(uuid.uuid4())
+        fake = self.server
+        with fake._lock:
+            fake.files[file_id] = {"filename": upload.get_filename(), "mime": mime, "data": data,
+                                   "client_id": self.headers.get("X-Client-ID")}
+        self._send_json(200, {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(fake.clock()),
+                              "filename": upload.get_filename(), "purpose": fields["purpose"],
+                              "access_policy": "private"})
+
+    def _check_attachments(self, body: Dict[str, Any]) -> None:
+        """§4.1: known file ids, one image per message, ten per request, image-capable models."""
+        fake = self.server
+        images = 0
+        for i, msg in enumerate(body["messages"]):
+            ids = msg.get("attachments") or []
+            for file_id in ids:
+                stored = fake.files.get(file_id)
+                if stored is None:
+                    raise _api_error(404, "File not found")
+                if stored["client_id"] != self.headers.get("X-Client-ID"):
+                    raise _api_error(403, "Permission denied")
+            if len(ids) > 1:
+                raise _invalid("messages[%d]: only one image per message" % i)
+            images += len(ids)
+        if images > MAX_IMAGES_PER_REQUEST:
+            raise _invalid("at most %d images per request" % MAX_IMAGES_PER_REQUEST)
+        if images and not any(tag in body["model"] for tag in ("Pro", "Max", "Ultra")):
+            raise _invalid("model %s does not support image attachments" % body["model"])
+
+    def _balance(self) -> None:
+        self._send_json(200, {"balance": self.server.balance})
+
+    def _tokens_count(self) -> None:
+        body = self._json_body()
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            raise _invalid("model must be a string")
+        texts = body.get("input")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise _invalid("input must be an array of strings")
+        self._send(200, _dumps([{"object": "tokens", "tokens": max(1, _words(t)), "characters": len(t)}
+                                for t in texts]), "application/json; charset=utf-8")
+
     # ---- §4-§6 chat -------------------------------------------------------
     def _chat(self) -> None:
         fake = self.server
         body = self._json_body()
         validate_chat_request(body, fake.models)
+        self._check_attachments(body)
         self.rec.valid = True
 
         reply = fake._take_reply() or _Reply(None, "stop", None, None, 0.0, {})

@@ -469,7 +469,7 @@ ACCEPTED = {
                                         {"role": "user", "content": "hi"}]),
     "function round trip": chat_body(messages=CALL_TURN, functions=[FN]),
     "message extras": chat_body(messages=[
-        {"role": "user", "content": "look", "attachments": [str(uuid.uuid4())], "name": "bob"},
+        {"role": "user", "content": "look", "attachments": [], "name": "bob"},
         {"role": "assistant", "content": "ok", "reasoning_content": "hmm"},
         {"role": "user", "content": ""}]),
     "temperature": chat_body(temperature=0.001),

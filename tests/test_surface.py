@@ -240,3 +240,136 @@ def test_embeddings_dimensions_must_match_the_model(proxy):
     assert proxy.json("POST", "/v1/embeddings", {"input": "x", "dimensions": 8})[0] == 200
     status, _, body = proxy.json("POST", "/v1/embeddings", {"input": "x", "dimensions": 256})
     assert status == 400 and "8-dimensional" in body["error"]["message"]
+
+
+# ---- images ---------------------------------------------------------------------------
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PNG_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
+
+
+def image_message(text, url=PNG_URL):
+    return {"role": "user", "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]}
+
+
+def test_image_is_uploaded_and_attached(proxy, fake):
+    status, _, body = proxy.chat({"model": "gigachat-max", "messages": [image_message("what is this?")]})
+    assert status == 200, body
+    uploads = [r for r in fake.requests if r.path == "/api/v1/files"]
+    assert len(uploads) == 1 and uploads[0].status == 200
+    assert uploads[0].headers["content-type"].startswith("multipart/form-data; boundary=")
+    (file_id, stored), = fake.files.items()
+    assert stored["data"] == PNG and stored["mime"] == "image/png"
+    sent = fake.chat_requests()[0]
+    assert sent["model"] == "GigaChat-2-Max"
+    assert sent["messages"] == [{"role": "user", "content": "what is this?", "attachments": [file_id]}]
+
+
+def test_the_same_image_in_a_growing_conversation_is_uploaded_once(proxy, fake):
+    history = [image_message("first look")]
+    for turn in range(3):
+        status, _, body = proxy.chat({"model": "gigachat-pro", "messages": history})
+        assert status == 200
+        history += [{"role": "assistant", "content": body["choices"][0]["message"]["content"]},
+                    {"role": "user", "content": "and now? %d" % turn}]
+    assert len([r for r in fake.requests if r.path == "/api/v1/files"]) == 1
+    assert len(fake.files) == 1
+
+
+def test_images_are_scoped_by_client_id(proxy, fake):
+    for client in ("alice", "bob"):
+        status, _, _ = proxy.chat({"model": "gigachat-max", "messages": [image_message("x")]},
+                                  headers={"X-Client-ID": client})
+        assert status == 200
+    assert len(fake.files) == 2
+
+
+@pytest.mark.parametrize("messages,model,fragment,param", [
+    ([image_message("x")], "gigachat", "does not accept images", "model"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG_URL}},
+                                   {"type": "image_url", "image_url": {"url": PNG_URL}}]}],
+     "gigachat-max", "one image per message", "messages[0].content"),
+    ([image_message("m%d" % i) for i in range(11)], "gigachat-max", "at most 10", "messages"),
+    ([image_message("x", "data:image/webp;base64,UklGRg==")], "gigachat-max", "image/webp", None),
+    ([image_message("x", "data:image/gif;base64,R0lGODlh")], "gigachat-max", "image/gif", None),
+    ([image_message("x", "data:image/png;base64,@@@not base64@@@")], "gigachat-max", "not valid base64", None),
+    ([image_message("x", "ftp://example.com/a.png")], "gigachat-max", "data: URL", None),
+    ([image_message("x", "https://example.com/a.png")], "gigachat-max", "GIGAPROXY_ALLOW_IMAGE_URLS", None),
+])
+def test_image_limits_are_a_clear_400(proxy, fake, messages, model, fragment, param):
+    status, _, body = proxy.chat({"model": model, "messages": messages})
+    assert status == 400, body
+    assert fragment in body["error"]["message"]
+    if param:
+        assert body["error"]["param"] == param
+    else:
+        assert body["error"]["param"].startswith("messages[0].content[")
+    assert fake.chat_requests() == [] and not fake.files
+
+
+def test_image_over_the_size_cap(proxy, fake, monkeypatch):
+    monkeypatch.setattr(gigaproxy, "MAX_IMAGE_BYTES", 64)
+    big = "data:image/png;base64," + base64.b64encode(PNG + b"\0" * 100).decode()
+    status, _, body = proxy.chat({"model": "gigachat-max", "messages": [image_message("x", big)]})
+    assert status == 400 and "MB limit" in body["error"]["message"]
+
+
+def test_image_urls_refuse_private_addresses_even_when_allowed(start_proxy, fake):
+    proxy = start_proxy(GIGAPROXY_ALLOW_IMAGE_URLS="true")
+    for url in ("http://127.0.0.1:1/a.png", "http://localhost/a.png", "http://10.1.2.3/a.png",
+                "http://169.254.169.254/latest/meta-data", "http://[::1]/a.png", "http://[::ffff:127.0.0.1]/a.png"):
+        status, _, body = proxy.chat({"model": "gigachat-max", "messages": [image_message("x", url)]})
+        assert status == 400, url
+        assert body["error"]["code"] == "image_url_refused", (url, body)
+    assert not fake.files
+
+
+def test_image_url_fetch_when_allowed(start_proxy, fake, monkeypatch):
+    import http.server
+
+    class Images(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/a.png":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(PNG)))
+                self.end_headers()
+                self.wfile.write(PNG)
+            else:
+                self.send_response(302)
+                self.send_header("Location", "http://127.0.0.1/secret")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Images)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # Loopback stands in for a public host here; the address check itself is tested above.
+    monkeypatch.setattr(gigaproxy, "_public_address", lambda address: True)
+    try:
+        proxy = start_proxy(GIGAPROXY_ALLOW_IMAGE_URLS="true")
+        base = "http://127.0.0.1:%d" % server.server_address[1]
+        status, _, body = proxy.chat({"model": "gigachat-max", "messages": [image_message("x", base + "/a.png")]})
+        assert status == 200, body
+        assert list(fake.files.values())[0]["data"] == PNG
+        status, _, body = proxy.chat({"model": "gigachat-max", "messages": [image_message("x", base + "/moved")]})
+        assert status == 400 and "redirects are not followed" in body["error"]["message"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---- GigaChat extras ------------------------------------------------------------------
+
+
+def test_balance_and_tokens_count_pass_through(proxy, fake):
+    status, _, body = proxy.json("GET", "/v1/balance")
+    assert status == 200 and body == {"balance": fake.balance}
+    status, _, body = proxy.json("POST", "/v1/tokens/count", {"model": "gigachat-max", "input": "two words"})
+    assert status == 200 and body == [{"object": "tokens", "tokens": 2, "characters": 9}]
+    sent = [r for r in fake.requests if r.path == "/api/v1/tokens/count"][0].json
+    assert sent == {"model": "GigaChat-2-Max", "input": ["two words"]}
+    assert proxy.json("POST", "/v1/tokens/count", {"input": 5})[0] == 400
