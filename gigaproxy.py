@@ -3254,15 +3254,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if finished:
                 exchange.read()  # the end of the upstream body, so the connection can be reused
         except ProxyError as exc:
+            if not self._stream_started:
+                raise
             log.warning("stream ended with an error: %s", exc.message)
-            self._status = exc.status if not self._stream_started else self._status
             try:
                 self._write_chunk(sse_event(exc.body()))
                 self._write_chunk(b"")
             except _ClientGone:
                 self.close_connection = True
-            if not self._stream_started:
-                raise
         finally:
             exchange.close()  # no-op after release(); otherwise drops the upstream connection
 
