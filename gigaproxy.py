@@ -3558,23 +3558,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             reservation = _reserve_port(config)
             config = dataclasses.replace(config, port=reservation.getsockname()[1])
             build_ssl_context(config, client_cert=True)  # certificate problems stop startup here, once
-            address = reservation.getsockname()[:2]  # type: Tuple[str, int]
         else:
             server = make_server(config)
-            address = server.server_address[:2]
     except ConfigError as exc:
         print("gigaproxy: error: %s" % exc, file=sys.stderr)
         return 2
+    if config.workers > 1:
+        return _run_workers(config, reservation)
+    _log_listening(config, server.server_address[:2])
+    serve(server)
+    log.info("gigaproxy stopped")
+    return 0
+
+
+def _log_listening(config: Config, address: Tuple[str, int]) -> None:
     host, port = address
     shown_host = "[%s]" % host if ":" in host else host
     log.info("gigaproxy %s listening on http://%s:%d/v1 -> %s (auth: %s, default model %s%s)",
              __version__, shown_host, port, config.base_url, config.auth_mode, config.model,
              ", %d workers" % config.workers if config.workers > 1 else "")
-    if config.workers > 1:
-        return _run_workers(config, reservation)
-    serve(server)
-    log.info("gigaproxy stopped")
-    return 0
 
 
 def _reserve_port(config: Config) -> socket.socket:
@@ -3598,46 +3600,66 @@ def _run_workers(config: Config, reservation: socket.socket) -> int:
 
     The parent holds the port with a bound socket that never listens, so the kernel
     spreads connections over the workers only; each worker binds its own listening
-    socket, with its own token manager and connection pool.  SIGTERM or Ctrl-C to the
-    parent is passed on, and each worker drains as ``serve`` does.
+    socket, with its own token manager and connection pool, and reports through a pipe
+    once it listens (only then is "listening" logged).  Workers ignore SIGINT: the
+    parent turns the first Ctrl-C (or a SIGTERM) into SIGTERM for every worker, which
+    drains as ``serve`` does, and a second Ctrl-C into SIGKILL.
     """
+    ready_read, ready_write = os.pipe()
     children = []  # type: List[int]
     for _ in range(config.workers):
         pid = os.fork()  # type: ignore[attr-defined]
         if pid == 0:
             code = 1
             try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 reservation.close()
-                serve(make_server(config))
+                os.close(ready_read)
+                server = make_server(config)
+                os.write(ready_write, b"+")
+                os.close(ready_write)
+                serve(server)
                 code = 0
             except ConfigError as exc:
                 print("gigaproxy: error: %s" % exc, file=sys.stderr)
                 code = 2
-            except KeyboardInterrupt:
-                code = 0
             finally:
                 os._exit(code)
         children.append(pid)
+    os.close(ready_write)
+    ready = 0
+    while ready < config.workers:
+        got = os.read(ready_read, config.workers)
+        if not got:
+            break  # a worker died before listening; its exit status says why
+        ready += len(got)
+    os.close(ready_read)
+    if ready == config.workers:
+        _log_listening(config, reservation.getsockname()[:2])
 
-    def forward(signum: int, frame: Any) -> None:
+    interrupts = [0]
+
+    def stop(signum: int, frame: Any) -> None:
+        interrupts[0] += 1
         for child in children:
-            _signal_quietly(child, signum)
+            _signal_quietly(child, signal.SIGTERM if interrupts[0] == 1 else signal.SIGKILL)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = signal.signal(signal.SIGTERM, stop), signal.signal(signal.SIGINT, stop)
     worst = 0
     try:
         while children:
             try:
                 pid, status = os.waitpid(-1, 0)
-            except KeyboardInterrupt:  # Ctrl-C reached the whole process group; wait for the drain
-                continue
             except ChildProcessError:
                 break
             if pid in children:
                 children.remove(pid)
                 worst = max(worst, os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+                if ready < config.workers or worst:
+                    stop(signal.SIGTERM, None)  # one worker failed: the others go too
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
         reservation.close()
     log.info("gigaproxy stopped")
     return worst
