@@ -129,7 +129,7 @@ BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
 
 TOKEN_REFRESH_MARGIN = 60.0  # refresh this many seconds before the token expires
 MODELS_CACHE_SECONDS = 300.0
-POOL_MAX_IDLE_PER_HOST = 16
+POOL_MIN_IDLE_PER_HOST = 16  # idle upstream connections kept per host: this or max_concurrency
 ERROR_EXCERPT_CHARS = 200
 
 USER_AGENT = "gigaproxy/" + __version__
@@ -690,6 +690,7 @@ class UpstreamExchange:
         self.status = response.status
         self.headers = response.headers
         self.deadline = None  # type: Optional[float]  # time.monotonic() by which the body must end
+        self._timeout = None  # type: Optional[float]  # the socket timeout readline() last set
 
     def read(self) -> bytes:
         try:
@@ -706,9 +707,11 @@ class UpstreamExchange:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise _total_timeout_error()
+            timeout = min(self._transport.read_timeout, left)
             sock = self._conn.sock if self._conn is not None else None
-            if sock is not None:
-                sock.settimeout(min(self._transport.read_timeout, left))
+            if sock is not None and timeout != self._timeout:  # a syscall or two: only when it changes
+                sock.settimeout(timeout)
+                self._timeout = timeout
         return self.response.readline(limit)
 
     def release(self) -> None:
@@ -744,6 +747,7 @@ class Transport:
     def __init__(self, config: Config, api_context: Optional[ssl.SSLContext],
                  auth_context: Optional[ssl.SSLContext]) -> None:
         self.read_timeout = config.timeout
+        self._max_idle = max(POOL_MIN_IDLE_PER_HOST, config.max_concurrency)
         self._connect_timeout = config.connect_timeout
         self._contexts = {"api": api_context, "auth": auth_context}
         self._proxy = None  # type: Optional[Tuple[str, int, Dict[str, str]]]
@@ -791,7 +795,7 @@ class Transport:
     def _put_idle(self, key: Tuple[Any, ...], conn: http.client.HTTPConnection) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
-            if len(idle) < POOL_MAX_IDLE_PER_HOST:
+            if len(idle) < self._max_idle:
                 idle.append(conn)
                 return
         conn.close()
@@ -2842,9 +2846,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        # The head and the body leave in one write (one syscall, one TCP segment when small).
+        self._headers_buffer.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
+        self.flush_headers()
 
     def _write_event(self, chunk: Dict[str, Any], adapt: Optional[Callable[..., Any]] = None) -> None:
         if adapt is not None:
@@ -2854,8 +2858,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._write_chunk(sse_event(chunk))
 
     def _write_chunk(self, data: bytes) -> None:
+        """One chunk of a chunked body; the response head, if still held, goes out with it."""
+        chunk = b"%x\r\n%s\r\n" % (len(data), data)
         try:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if getattr(self, "_headers_buffer", None):
+                self._headers_buffer.append(chunk)
+                self.flush_headers()
+            else:
+                self.wfile.write(chunk)
         except OSError as exc:
             raise _ClientGone(exc)
 
@@ -3111,7 +3121,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         giga, plan = translated[0]
         self._model = giga["model"]
         client_model = requests[0].get("model") or giga["model"]
-        completion_id = "chatcmpl-" + uuid.uuid4().hex
+        completion_id = "chatcmpl-" + os.urandom(16).hex()
         created = int(time.time())
         headers = self._forwarded_headers()
         if plan.images:
@@ -3221,10 +3231,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("X-Accel-Buffering", "no")
-            try:
-                self.end_headers()
-            except OSError as exc:
-                raise _ClientGone(exc)
+            self._headers_buffer.append(b"\r\n")  # held: it leaves with the first event
             self._stream_started = True
             try:
                 for data in iter_sse_data(exchange.readline):
@@ -3406,7 +3413,9 @@ def make_server(config: Config) -> GigaProxyServer:
     if not config.verify_ssl:
         log.warning("TLS certificate verification is OFF (GIGACHAT_VERIFY_SSL_CERTS=false): "
                     "traffic to GigaChat can be intercepted")
-    transport = Transport(config, build_ssl_context(config, client_cert=True), build_ssl_context(config))
+    auth_context = build_ssl_context(config)
+    api_context = build_ssl_context(config, client_cert=True) if config.cert_file else auth_context
+    transport = Transport(config, api_context, auth_context)
     tokens = TokenManager(config, transport)
     upstream = Upstream(config, transport, tokens)
     try:
@@ -3522,11 +3531,9 @@ class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self._secrets:
             message = record.getMessage()
-            redacted = message
             for secret in self._secrets:
-                redacted = redacted.replace(secret, "***")
-            if redacted != message:
-                record.msg, record.args = redacted, None
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None  # formatted once, here
         return True
 
 

@@ -125,7 +125,7 @@ def test_idle_pool_is_bounded_and_closed(make_config):
         def close(self):
             self.closed = True
 
-    conns = [Conn() for _ in range(gigaproxy.POOL_MAX_IDLE_PER_HOST + 3)]
+    conns = [Conn() for _ in range(max(gigaproxy.POOL_MIN_IDLE_PER_HOST, config.max_concurrency) + 3)]
     key = ("https", "h", 443, "api")
     for conn in conns:
         transport._put_idle(key, conn)
