@@ -134,6 +134,9 @@ ERROR_EXCERPT_CHARS = 200
 
 USER_AGENT = "gigaproxy/" + __version__
 
+_DIGITS = re.compile(r"[0-9]{1,15}\Z")  # not str.isdigit(): that takes "²" and other digits int() refuses
+_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]{1,64}\Z")  # a huge size is a 413, not a 400
+
 # Client model names that are shorthands for GigaChat models.
 MODEL_ALIASES = {
     "gigachat": "GigaChat-2",
@@ -226,6 +229,10 @@ class ProxyError(Exception):
 
 
 def bad_request(message: str, param: Optional[str] = None, code: str = "invalid_value") -> ProxyError:
+    if len(message) > 1000:  # messages quote client input; a huge value must not make a huge reply
+        message = message[:1000] + "..."
+    if param is not None and len(param) > 200:
+        param = param[:200] + "..."
     return ProxyError(400, message, "invalid_request_error", code, param)
 
 
@@ -1150,7 +1157,7 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.match(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -1191,7 +1198,11 @@ class Upstream:
         if raw is not None:
             body, headers["Content-Type"] = raw
         elif payload is not None:
-            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            try:
+                body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            except UnicodeEncodeError:  # e.g. "\ud800" inside tool arguments, decoded late
+                raise bad_request("the request has an unpaired surrogate (\\ud800-\\udfff), which is not Unicode "
+                                  "text", None, "invalid_encoding")
             headers["Content-Type"] = "application/json"
         if stream:
             headers["Cache-Control"] = "no-store"
@@ -1475,7 +1486,7 @@ def _function_result(text: str) -> str:
     """A tool result as the JSON-object string GigaChat requires (§4.1); others wrapped."""
     try:
         value = json.loads(text, parse_constant=_reject_constant)  # NaN/Infinity are not JSON
-    except ValueError:
+    except (ValueError, RecursionError):
         return json.dumps({"result": text}, ensure_ascii=False)
     if isinstance(value, dict):
         return text
@@ -1490,6 +1501,8 @@ def _parse_arguments(arguments: Any, param: str) -> Dict[str, Any]:
     _expect(arguments, (str,), param, "a JSON string")
     try:
         value = json.loads(arguments, parse_constant=_reject_constant)  # NaN/Infinity are not JSON
+    except RecursionError:
+        raise bad_request("%s is nested too deeply" % param, param, "invalid_tool_arguments")
     except ValueError as exc:
         raise bad_request("%s is not valid JSON (%s)" % (param, exc), param, "invalid_tool_arguments")
     if not isinstance(value, dict):
@@ -1521,6 +1534,7 @@ _SAFE_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 SCHEMA_MAX_DEPTH = 12  # $ref chains and nesting deeper than this are cut to a plain object
 SCHEMA_MAX_NODES = 2000  # inlining references can multiply a schema; past this, they stay plain objects
 _SCHEMA_FORMATS = ("date", "date-time", "time")  # the formats GigaChat accepts
+_SCHEMA_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 _SCHEMA_DROPPED_KEYS = ("$schema", "$id", "$comment", "$defs", "definitions", "$ref", "anyOf", "oneOf",
                         "allOf", "const", "discriminator", "$anchor", "$dynamicRef", "$dynamicAnchor")
 
@@ -1662,7 +1676,8 @@ class _SchemaRewrite:
                 merged["description"] = node["description"]
                 _describe(merged, target.get("description") if isinstance(target.get("description"), str) else "")
             return self.node(merged, refs + (ref,), depth + 1)
-        for part in node.pop("allOf", None) or []:
+        parts = node.pop("allOf", None)
+        for part in parts if isinstance(parts, list) else []:
             self._merge_into(node, self.node(part, refs, depth + 1))
         for union in ("anyOf", "oneOf"):
             variants = node.pop(union, None)
@@ -1677,7 +1692,7 @@ class _SchemaRewrite:
             node["enum"] = [const]
         kind = node.get("type")
         if isinstance(kind, list):
-            kinds = [k for k in kind if k != "null"] or ["string"]
+            kinds = [k for k in kind if k != "null" and k in _SCHEMA_TYPES] or ["string"]
             node["type"] = kinds[0]
             if len(kinds) > 1:
                 _describe(node, "may also be: " + ", ".join(str(k) for k in kinds[1:]))
@@ -1688,7 +1703,8 @@ class _SchemaRewrite:
             if not all(isinstance(v, str) for v in enum):
                 node.pop("enum")
                 _describe(node, "one of: " + ", ".join(json.dumps(v, ensure_ascii=False) for v in enum))
-        if "type" not in node:
+        if node.get("type") not in _SCHEMA_TYPES or node.get("type") == "null":
+            node.pop("type", None)
             if "properties" in node or "additionalProperties" in node or "required" in node:
                 node["type"] = "object"
             elif "items" in node:
@@ -1703,7 +1719,7 @@ class _SchemaRewrite:
             properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
             node["properties"] = {name: self.node(value, refs, depth + 1) for name, value in properties.items()}
             if isinstance(node.get("required"), list):
-                node["required"] = [r for r in node["required"] if r in node["properties"]]
+                node["required"] = [r for r in node["required"] if isinstance(r, str) and r in node["properties"]]
                 if not node["required"]:
                     del node["required"]
             else:
@@ -1785,7 +1801,7 @@ def _translate_messages(messages: Any, names: ToolNames,
         if not isinstance(role, str):
             raise bad_request("%s.role must be a string" % where, where + ".role", "invalid_type")
         if role == "tool":
-            call_id = message.get("tool_call_id")
+            call_id = _expect(message.get("tool_call_id"), (str,), where + ".tool_call_id", "a string")
             if call_id not in pending:
                 raise bad_request("%s.tool_call_id %r does not answer a tool call of the preceding assistant "
                                   "message" % (where, call_id), where + ".tool_call_id")
@@ -1818,8 +1834,9 @@ def _translate_messages(messages: Any, names: ToolNames,
             text = _content_text(message.get("content"), where + ".content")
             tool_calls = message.get("tool_calls")
             legacy_call = message.get("function_call")
-            if tool_calls:
+            if tool_calls is not None:
                 _expect(tool_calls, (list,), where + ".tool_calls", "an array")
+            if tool_calls:
                 for j, call in enumerate(tool_calls):
                     cwhere = "%s.tool_calls[%d]" % (where, j)
                     _expect(call, (dict,), cwhere, "an object")
@@ -1932,8 +1949,11 @@ def _translate_tools(request: Dict[str, Any], names: ToolNames) -> Tuple[List[Di
             return functions, {"name": functions[0]["name"]}, False
         return functions, "auto", True  # GigaChat cannot force "some function": instructed instead
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") if "function" in choice else choice.get("name")
-        if name not in client_names:
+        if "function" in choice:
+            name = _expect(choice["function"], (dict,), param + ".function", "an object").get("name")
+        else:
+            name = choice.get("name")
+        if not isinstance(name, str) or name not in client_names:
             raise bad_request("%s names function %r, which is not among the tools" % (param, name), param)
         return functions, {"name": names.to_gigachat(name)}, False
     raise bad_request("%s must be auto, none, required or a named function" % param, param)
@@ -2250,7 +2270,7 @@ def json_object_text(text: str) -> str:
     for candidate in (stripped, stripped[stripped.find("{"):stripped.rfind("}") + 1]):
         try:
             value = json.loads(candidate, parse_constant=_reject_constant)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, dict):
             return candidate
@@ -2813,11 +2833,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         """Refuse an oversized body before the client sends it (``Expect: 100-continue``)."""
-        length = self.headers.get("Content-Length", "")
-        if length.strip().isdigit() and int(length) > self.server.config.max_body_bytes:
+        length = (self.headers.get("Content-Length") or "").strip()
+        if _DIGITS.match(length) and int(length) > self.server.config.max_body_bytes:
             self.close_connection = True
             self._status = 413
             self._send_json(413, self._too_large().body(), {"Connection": "close"})
+            self._drain(int(length))
             return False
         return super().handle_expect_100()
 
@@ -2846,6 +2867,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if self.close_connection and "Connection" not in (headers or {}):
+            self.send_header("Connection", "close")
         # The head and the body leave in one write (one syscall, one TCP segment when small).
         self._headers_buffer.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
         self.flush_headers()
@@ -2922,16 +2945,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
                              headers={"WWW-Authenticate": "Bearer"})
 
     def _drain(self, size: int) -> None:
-        """Read and drop ``size`` body bytes so the client can read our early answer."""
+        """Read and drop up to ``size`` body bytes (-1: until EOF), for DRAIN_SECONDS at most.
+
+        A client still sending a body it was refused would otherwise get a reset before
+        it reads the answer; so the answer goes out, our side is shut for writing, and
+        what the client still sends is read and dropped for a short while.
+        """
+        self.close_connection = True
         try:
-            while size > 0:
-                part = self.rfile.read(min(size, 1 << 20))
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = time.monotonic() + DRAIN_SECONDS
+        try:
+            while size != 0 and time.monotonic() < deadline:
+                self.connection.settimeout(max(0.01, deadline - time.monotonic()))
+                part = self._input.read1(65536 if size < 0 else min(size, 65536))
                 if not part:
                     break
-                size -= len(part)
+                size = -1 if size < 0 else size - len(part)
         except OSError:
             pass
-        self.close_connection = True
 
     def _render_error(self, exc: ProxyError) -> None:
         if self._stream_started:
@@ -2958,6 +2992,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             allowed = {m: getattr(self, name) for m, name in allowed.items()}
             args = ()
         if not allowed:
+            self._discard_body()
             raise ProxyError(404, "no route %s %s; gigaproxy serves /v1/chat/completions, /v1/completions, "
                              "/v1/embeddings, /v1/models, /health"
                              % (self.command, _printable(path, 100)), "invalid_request_error", "not_found")
@@ -2971,19 +3006,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # -- request bodies -----------------------------------------------------------------
 
+    def _declared_length(self) -> Optional[int]:
+        """The Content-Length, None without one; a malformed or conflicting one is a 400.
+
+        Two different lengths, or a length together with Transfer-Encoding, are refused:
+        behind another proxy that reads them differently they smuggle requests.
+        """
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            return None
+        texts = {v.strip() for v in values}
+        if len(texts) > 1 or self.headers.get("Transfer-Encoding") or not _DIGITS.match(values[0].strip()):
+            self.close_connection = True
+            raise bad_request("Content-Length %s is not one plain number (or comes with Transfer-Encoding)"
+                              % _printable(", ".join(values), 60), None, "bad_content_length")
+        return int(values[0].strip())
+
     def _discard_body(self) -> None:
         """Keep the connection usable after refusing a request that carried a body."""
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or (length and not length.isdigit()):
+        try:
+            length = self._declared_length()
+        except ProxyError:
+            return  # close_connection is set: the connection ends after this answer
+        if self.headers.get("Transfer-Encoding") or (length or 0) > 65536:
+            self._linger = -1 if length is None else length  # read after answering, then close
             self.close_connection = True
-        elif length and int(length) > 0:
-            if int(length) > 65536:
+        elif length:
+            try:
+                self.rfile.read(length)
+            except OSError:
                 self.close_connection = True
-            else:
-                try:
-                    self.rfile.read(int(length))
-                except OSError:
-                    self.close_connection = True
 
     def _too_large(self) -> ProxyError:
         return ProxyError(413, "request body is larger than %g MB (GIGAPROXY_MAX_BODY_MB)"
@@ -3009,12 +3061,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             parts, total = [], 0
             while True:
-                size_line = self.rfile.readline(1024)
-                try:
-                    size = int(size_line.split(b";")[0].strip(), 16)
-                except ValueError:
+                size_text = self.rfile.readline(1024).split(b";")[0].strip()
+                if not _HEX_DIGITS.match(size_text):
                     self.close_connection = True
                     raise bad_request("malformed chunked request body", None, "bad_chunked_body")
+                size = int(size_text, 16)
                 if size == 0:
                     while self.rfile.readline(65536) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
@@ -3022,23 +3073,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 total += size
                 if total > limit:
                     self.close_connection = True
+                    self._linger = -1
                     raise too_large
                 parts.append(self._read_exact(size))
                 self.rfile.readline(16)
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
+        length = self._declared_length()
+        if length is None:
             self.close_connection = True
             raise ProxyError(411, "a request body needs a Content-Length header", "invalid_request_error",
                              "length_required")
-        if not length_text.strip().isdigit():
-            self.close_connection = True
-            raise bad_request("Content-Length %r is not a number" % _printable(length_text, 40), None,
-                              "bad_content_length")
-        length = int(length_text)
         if length > limit:
             self.close_connection = True
-            if length <= 4 * limit:
-                self._linger = length  # read it after answering, so the client sees the 413
+            self._linger = length  # read it after answering (for a while), so the client sees the 413
             raise too_large
         return self._read_exact(length)
 
@@ -3063,11 +3109,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not text.strip():
             raise bad_request("request body is empty; send a JSON object", None, "invalid_json")
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_reject_constant)  # NaN and Infinity are not JSON
         except RecursionError:
             raise bad_request("request body is nested too deeply", None, "invalid_json")
         except ValueError as exc:
             raise bad_request("request body is not valid JSON: %s" % exc, None, "invalid_json")
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+            try:  # an escaped half of a surrogate pair alone is not text: GigaChat could not take it
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise bad_request("request body has an unpaired surrogate escape (\\ud800-\\udfff), which is not "
+                                  "Unicode text", None, "invalid_encoding")
         if not isinstance(value, dict):
             raise bad_request("request body must be a JSON object, not %s" % _type_name(value), None, "invalid_json")
         return value
@@ -3272,6 +3324,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             exchange.close()  # no-op after release(); otherwise drops the upstream connection
 
+
+DRAIN_SECONDS = 2.0
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 # Request media types read as JSON: curl -d sends form-urlencoded unless told otherwise.
 JSON_MEDIA_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
