@@ -91,6 +91,26 @@ def _no_secret_in_any_output():
         assert CAPTURED, "the capture saw nothing: the scan would mean nothing"
 
 
+# ---- speed: SSL contexts are built once per distinct TLS setting ------------------------
+# Loading the system CA store takes ~40 ms; hundreds of server tests would spend most of
+# their time there.  A context is never changed after it is built, so servers with the
+# same TLS settings can share one; the first build for each setting is the real one.
+
+_real_build_ssl_context = gigaproxy.build_ssl_context
+_contexts = {}  # type: Dict[Any, Any]
+
+
+def _shared_ssl_context(config: gigaproxy.Config, client_cert: bool = False) -> Any:
+    key = (config.verify_ssl, config.bundled_ca_file, config.ca_bundle_file,
+           (config.cert_file, config.key_file, config.key_file_password) if client_cert else None)
+    if key not in _contexts:
+        _contexts[key] = _real_build_ssl_context(config, client_cert)
+    return _contexts[key]
+
+
+gigaproxy.build_ssl_context = _shared_ssl_context
+
+
 def fake_env(fake: FakeGigaChat, **overrides: Optional[str]) -> Dict[str, str]:
     """The environment that points gigaproxy at ``fake`` (None removes a variable)."""
     env = {
@@ -118,7 +138,7 @@ class Proxy:
         self.server = server
         self.port = server.server_address[1]
         self.base_url = "http://127.0.0.1:%d/v1" % self.port
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
