@@ -63,7 +63,6 @@ import random
 import re
 import signal
 import socket
-import socketserver
 import ssl
 import struct
 import sys
@@ -181,15 +180,6 @@ UPSTREAM_STATUS_MAP = {
     504: (504, "api_error", "upstream_timeout"),
 }
 
-# OpenAI request fields that GigaChat v1 does not have: accepted and not forwarded.
-# (Anything not named in to_gigachat_request() is never forwarded either; this list is
-# what the request validator knows it may ignore without a word.)
-OPENAI_ONLY_FIELDS = (
-    "stop", "presence_penalty", "frequency_penalty", "seed", "logprobs", "top_logprobs",
-    "logit_bias", "user", "parallel_tool_calls", "service_tier", "metadata", "store",
-    "prompt_cache_key", "prediction", "web_search_options", "modalities", "audio",
-    "safety_identifier", "verbosity",
-)
 
 # ==== Errors ====
 # ProxyError renders itself as an OpenAI error body; the HTTP handler is the one place
@@ -1912,14 +1902,6 @@ def _client_tools(request: Dict[str, Any]) -> List[Tuple[Dict[str, Any], str]]:
         if not name:
             raise bad_request("%s.name must not be empty" % where, where + ".name")
     return found
-
-
-def tool_names(request: Any) -> ToolNames:
-    """The ToolNames for a chat request (its tools, in order); empty for a malformed one."""
-    try:
-        return ToolNames(fn["name"] for fn, _ in _client_tools(request))
-    except (ProxyError, AttributeError, TypeError):
-        return ToolNames()
 
 
 def _translate_tools(request: Dict[str, Any], names: ToolNames) -> Tuple[List[Dict[str, Any]], Any, bool]:
