@@ -3288,12 +3288,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not isinstance(error, ProxyError):
                     raise
                 raise error
+            if finished:  # back to the pool before the client hears the end, so its next request finds it
+                try:
+                    exchange.read()  # GigaChat's body ends right after [DONE]
+                except (OSError, http.client.HTTPException):
+                    exchange.close()
             for chunk in tail:
                 self._write_event(chunk, adapt)
             self._write_chunk(SSE_DONE)
             self._write_chunk(b"")  # the zero-length chunk ends the body
-            if finished:
-                exchange.read()  # the end of the upstream body, so the connection can be reused
         except ProxyError as exc:
             if not self._stream_started:
                 raise
