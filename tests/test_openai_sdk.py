@@ -40,7 +40,7 @@ def test_openai_sdk_models(proxy):
 
 
 def test_openai_sdk_sees_errors_as_api_errors(proxy, fake):
-    fake.add_fault("status", status=429, headers={"Retry-After": "1"})
+    fake.add_fault("status", status=429, headers={"Retry-After": "60"})  # too long for the proxy to wait
     with pytest.raises(openai.RateLimitError) as info:
         client_for(proxy).chat.completions.create(model="gigachat", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 429
