@@ -2731,12 +2731,16 @@ class _DeadlineReader:
         self._raw = raw
         self._sock = sock
         self.deadline = deadline
+        self._armed = None  # type: Optional[float]  # the socket timeout last set
 
     def _arm(self) -> None:
+        """Bound the next recv by the time left; re-set (a syscall) only once a second."""
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout("the request was not received within GIGAPROXY_CLIENT_TIMEOUT")
-        self._sock.settimeout(left)
+        if self._armed is None or self._armed - left > 1.0 or left < 1.0:
+            self._sock.settimeout(left)
+            self._armed = left
 
     def readline(self, limit: int = -1) -> bytes:
         parts, size = [], 0
@@ -2766,6 +2770,47 @@ class _DeadlineReader:
             parts.append(part)
             got += len(part)
         return b"".join(parts)
+
+
+class RequestHeaders:
+    """A request's headers: names case-insensitive, repeats kept, in arrival order.
+
+    The part of ``email.message.Message`` that http.server and gigaproxy use, without
+    the email parser, which cost a fifth of a request's CPU.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: List[Tuple[str, str]]) -> None:
+        self._items = items  # (lower-case name, value)
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        name = name.lower()
+        for key, value in self._items:
+            if key == name:
+                return value
+        return default
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        name = name.lower()
+        values = [value for key, value in self._items if key == name]
+        return values or failobj
+
+    __getitem__ = get
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    def items(self) -> List[Tuple[str, str]]:
+        return list(self._items)
+
+    def __str__(self) -> str:
+        return "".join("%s: %s\n" % item for item in self._items)
+
+
+MAX_HEADER_LINES = 100
+_REQUEST_VERSION = re.compile(r"HTTP/(\d{1,10})\.(\d{1,10})\Z")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -2812,6 +2857,61 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.rfile = _DeadlineReader(self._input, self.connection,
                                      time.monotonic() + self.server.config.client_timeout)
         super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        """The request line and headers (http.server's rules, a lean header parser).
+
+        HTTP/1.0 and 1.1 only; malformed lines, bad header names, obsolete line folding,
+        lines over 64 KiB and more than MAX_HEADER_LINES headers get a JSON 4xx.
+        """
+        self.command = None  # type: ignore[assignment]
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) != 3:
+            self.send_error(400, "Bad request syntax (%r)" % requestline[:100])
+            return False
+        command, path, version = words
+        match = _REQUEST_VERSION.match(version)
+        if match is None:
+            self.send_error(400, "Bad request version (%r)" % version[:40])
+            return False
+        if int(match.group(1)) != 1:
+            self.send_error(505, "Invalid HTTP version (%s)" % version[:40])
+            return False
+        self.request_version = version
+        if int(match.group(2)) >= 1:
+            self.close_connection = False
+        self.command, self.path = command, ("/" + path.lstrip("/")) if path.startswith("//") else path
+        items = []  # type: List[Tuple[str, str]]
+        while True:
+            line = self.rfile.readline(65537)
+            if len(line) > 65536:
+                self.send_error(431, "Line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            if len(items) >= MAX_HEADER_LINES:
+                self.send_error(431, "Too many headers")
+                return False
+            name, sep, value = line.decode("iso-8859-1").partition(":")
+            if not sep or not _HEADER_NAME.match(name):  # also refuses folding and "Name :" (smuggling)
+                self.send_error(400, "Bad header line (%r)" % line[:60])
+                return False
+            items.append((name.lower(), value.strip()))
+        self.headers = RequestHeaders(items)  # type: ignore[assignment]
+        connection = (self.headers.get("Connection") or "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if (self.headers.get("Expect") or "").lower() == "100-continue" and version != "HTTP/1.0":
+            if not self.handle_expect_100():
+                return False
+        return True
 
     def handle_expect_100(self) -> bool:
         """Refuse an oversized body before the client sends it (``Expect: 100-continue``)."""
