@@ -2008,11 +2008,13 @@ def _client_tools(request: Dict[str, Any]) -> List[Tuple[Dict[str, Any], str]]:
     return found
 
 
-def _translate_tools(request: Dict[str, Any], names: ToolNames) -> Tuple[List[Dict[str, Any]], Any, bool]:
-    """Tools and tool_choice -> GigaChat functions, function_call, and whether a call is required."""
+def _translate_tools(request: Dict[str, Any], tools: List[Tuple[Dict[str, Any], str]],
+                     names: ToolNames) -> Tuple[List[Dict[str, Any]], Any, bool]:
+    """Tools (from _client_tools) and tool_choice -> GigaChat functions, function_call, and
+    whether a call is required."""
     functions = []
     client_names = []
-    for fn, where in _client_tools(request):
+    for fn, where in tools:
         client_names.append(fn["name"])
         out = {"name": names.to_gigachat(fn["name"])}  # type: Dict[str, Any]
         if fn.get("description") is not None:
@@ -2184,7 +2186,8 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
     body = {"model": resolve_model(request.get("model"), default_model, known_models)}  # type: Dict[str, Any]
     if request.get("model") is not None:
         _expect(request["model"], (str,), "model", "a string")
-    names = ToolNames(fn["name"] for fn, _ in _client_tools(request))
+    tools = _client_tools(request)
+    names = ToolNames(fn["name"] for fn, _ in tools)
     plan = ChatPlan(names, legacy_functions=bool(request.get("functions")) and not request.get("tools"))
     body["messages"] = messages = _translate_messages(request.get("messages"), names, plan.images)
     if len(plan.images) > MAX_IMAGES_PER_REQUEST:
@@ -2247,7 +2250,7 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         if effort.lower() in REASONING_EFFORTS:
             body["reasoning_effort"] = REASONING_EFFORTS[effort.lower()]
 
-    functions, function_call, required = _translate_tools(request, names)
+    functions, function_call, required = _translate_tools(request, tools, names)
     if required:
         _add_instruction(messages, REQUIRED_TOOL_INSTRUCTION)
 
