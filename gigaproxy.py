@@ -1263,7 +1263,12 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
 
 
 class Upstream:
-    """Calls GigaChat's API with the right headers and token; see TokenManager for auth."""
+    """Calls GigaChat's API with the right headers and token; see TokenManager for auth.
+
+    Shared state besides the token manager and the pool: the model list (swapped whole
+    under ``_models_lock``, read without it) and the uploaded-image cache (``_files``,
+    guarded by ``_files_lock``).  No lock is held during a network call.
+    """
 
     def __init__(self, config: Config, transport: Transport, tokens: TokenManager,
                  clock: Callable[[], float] = time.time) -> None:
@@ -1276,6 +1281,11 @@ class Upstream:
         self._models_lock = threading.Lock()
         self._files = collections.OrderedDict()  # type: collections.OrderedDict[Tuple[str, str], str]
         self._files_lock = threading.Lock()  # guards _files: content hash -> GigaChat file id
+
+    @property
+    def host(self) -> str:
+        """GigaChat's API host, for error messages."""
+        return urllib.parse.urlsplit(self.config.base_url).hostname or ""
 
     def _send(self, method: str, path: str, payload: Any, extra_headers: Optional[Dict[str, str]],
               stream: bool = False, raw: Optional[Tuple[bytes, str]] = None) -> UpstreamExchange:
@@ -1355,7 +1365,7 @@ class Upstream:
         try:
             data = exchange.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise _transport_error(exc, urllib.parse.urlsplit(self.config.base_url).hostname or "", self.config.timeout)
+            raise _transport_error(exc, self.host, self.config.timeout)
         parsed = _json_or_none(data)
         if parsed is None:
             raise ProxyError(502, "GigaChat answered with a non-JSON body: %s" % _excerpt(data),
@@ -3440,8 +3450,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         break  # the upstream request is closed below, unread
                 tail = translator.finish()
             except (OSError, http.client.HTTPException) as exc:
-                host = urllib.parse.urlsplit(self.server.config.base_url).hostname or ""
-                error = _transport_error(exc, host, self.server.config.timeout)
+                error = _transport_error(exc, self.server.upstream.host, self.server.config.timeout)
                 if not isinstance(error, ProxyError):
                     raise
                 raise error
