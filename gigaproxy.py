@@ -44,17 +44,17 @@ from __future__ import annotations
 
 # ==== Imports ====
 # Standard library only, and nothing that runs code with side effects at import time.
+# Start-up time counts (issue #6: first answer within 0.15 s of the process starting), so
+# modules that import much and are needed rarely are imported where they are used:
+# email.utils (an HTTP-date Retry-After), hashlib (image uploads), hmac (the API key
+# check); uuid is replaced by the two helpers under Constants.
 
 import argparse
 import base64
 import binascii
 import collections
-import dataclasses
-import hmac
 import http.client
 import http.server
-import email.utils
-import hashlib
 import ipaddress
 import json
 import logging
@@ -69,8 +69,7 @@ import sys
 import threading
 import time
 import urllib.parse
-import uuid
-from typing import Any, Callable, Dict, Iterator, List, Mapping, NoReturn, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, NoReturn, Optional, Tuple
 
 __version__ = "0.1.0"
 
@@ -137,6 +136,25 @@ MAX_HEADER_LINES = 100
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _DIGITS = re.compile(r"[0-9]{1,15}\Z")  # not str.isdigit(): that takes "²" and other digits int() refuses
 _HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]{1,64}\Z")  # a huge size is a 413, not a 400
+_UUID_HEX = re.compile(r"[0-9A-Fa-f]{32}\Z")
+
+
+def uuid4() -> str:
+    """A random (version 4) UUID as text, like ``str(uuid.uuid4())`` without importing uuid."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+def canonical_uuid(text: str) -> Optional[str]:
+    """``str(uuid.UUID(text))`` (braces, ``urn:uuid:`` and hyphens allowed), or None if not a UUID."""
+    h = text.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "")
+    if not _UUID_HEX.match(h):
+        return None
+    h = h.lower()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 # Client model names that are shorthands for GigaChat models.
 MODEL_ALIASES = {
@@ -240,9 +258,12 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything gigaproxy needs to run; see the module docstring for the variables."""
+class Config(NamedTuple):
+    """Everything gigaproxy needs to run; see the module docstring for the variables.
+
+    Immutable; ``config._replace(port=...)`` makes a changed copy.  (A NamedTuple, not a
+    dataclass: the dataclasses module and what it imports cost 10-35 ms of every start.)
+    """
 
     credentials: Optional[str] = None
     scope: str = DEFAULT_SCOPE
@@ -299,13 +320,12 @@ class Config:
 
     def __repr__(self) -> str:  # never print a secret, even by accident
         fields = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("credentials", "password", "access_token", "key_file_password", "api_key") and value:
+        for name, value in zip(self._fields, self):
+            if name in ("credentials", "password", "access_token", "key_file_password", "api_key") and value:
                 value = "***"
-            elif f.name == "https_proxy" and value:
+            elif name == "https_proxy" and value:
                 value = _redact_url(value)
-            fields.append("%s=%r" % (f.name, value))
+            fields.append("%s=%r" % (name, value))
         return "Config(%s)" % ", ".join(fields)
 
 
@@ -1143,7 +1163,7 @@ class TokenManager:
             url = config.auth_url
             headers = {
                 "Authorization": "Basic " + config.credentials,
-                "RqUID": str(uuid.uuid4()),
+                "RqUID": uuid4(),
                 "Content-Type": "application/x-www-form-urlencoded",
                 "Accept": "application/json",
                 "User-Agent": USER_AGENT,
@@ -1234,7 +1254,7 @@ IMAGE_CACHE_SIZE = 256  # uploaded images remembered by content hash
 def multipart_form(fields: Dict[str, str], file_field: str, filename: str, content_type: str,
                    data: bytes) -> Tuple[bytes, str]:
     """A multipart/form-data body with text ``fields`` and one file; returns (body, content type)."""
-    boundary = "gigaproxy-" + uuid.uuid4().hex
+    boundary = "gigaproxy-" + uuid4().replace("-", "")
     parts = []
     for name, value in fields.items():
         parts.append(('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
@@ -1254,6 +1274,8 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     if _DIGITS.match(value):
         return float(value)
     try:
+        import email.utils  # rare: most servers send seconds
+
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
@@ -1414,6 +1436,8 @@ class Upstream:
         files), the last IMAGE_CACHE_SIZE of them, so a conversation that resends the
         same image every turn uploads it once.
         """
+        import hashlib  # image uploads only
+
         key = (hashlib.sha256(data).hexdigest(), extra_headers.get("X-Client-ID", ""))
         with self._files_lock:
             if key in self._files:
@@ -1619,11 +1643,7 @@ def state_id_from_call_id(call_id: Any) -> Optional[str]:
     """GigaChat's functions_state_id carried inside a tool call id we issued."""
     if isinstance(call_id, str) and call_id.startswith(_TOOL_CALL_ID_PREFIX):
         rest = call_id[len(_TOOL_CALL_ID_PREFIX):]
-        try:
-            canonical = str(uuid.UUID(rest))
-        except ValueError:
-            return None
-        return canonical if canonical == rest else None  # only the exact form _tool_call writes
+        return rest if canonical_uuid(rest) == rest else None  # only the exact form _tool_call writes
     return None
 
 
@@ -2329,10 +2349,9 @@ def _arguments_text(arguments: Any) -> str:
 def _tool_call(function_call: Dict[str, Any], state_id: Any, fallback_id: str, names: ToolNames) -> Dict[str, Any]:
     call_id = fallback_id
     if isinstance(state_id, str) and state_id:
-        try:
-            call_id = _TOOL_CALL_ID_PREFIX + str(uuid.UUID(state_id))
-        except ValueError:
-            pass
+        canonical = canonical_uuid(state_id)
+        if canonical is not None:
+            call_id = _TOOL_CALL_ID_PREFIX + canonical
     return {"id": call_id, "type": "function",
             "function": {"name": names.to_client(str(function_call.get("name") or "")),
                          "arguments": _arguments_text(function_call.get("arguments"))}}
@@ -3087,6 +3106,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         authorization = self.headers.get("Authorization") or ""
         if authorization[:7].lower() == "bearer ":
             supplied = authorization[7:].strip()
+        import hmac  # only with GIGAPROXY_API_KEY set; after the first request, a dict lookup
+
         if not hmac.compare_digest(supplied.encode("utf-8", "replace"), expected.encode("utf-8")):
             self._discard_body()
             raise ProxyError(401, "missing or wrong API key: send GIGAPROXY_API_KEY as 'Authorization: Bearer "
@@ -3769,7 +3790,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         _configure_logging(config)
         if config.workers > 1:
             reservation = _reserve_port(config)
-            config = dataclasses.replace(config, port=reservation.getsockname()[1])
+            config = config._replace(port=reservation.getsockname()[1])
             build_ssl_context(config, client_cert=True)  # certificate problems stop startup here, once
         else:
             server = make_server(config)

@@ -716,6 +716,33 @@ def test_state_id_only_from_ids_gigaproxy_issues() -> None:
     assert state_id_from_call_id("call_urn:uuid:" + STATE_A) is None
 
 
+@pytest.mark.parametrize("text", [
+    STATE_A, STATE_A.upper(), "{" + STATE_A + "}", "urn:uuid:" + STATE_A, uuid.UUID(STATE_A).hex,
+    STATE_A[:-1], STATE_A + "0", "g" * 32, "", "-" * 36,
+])
+def test_canonical_uuid_agrees_with_the_uuid_module(text: str) -> None:
+    """gigaproxy spells UUIDs without importing uuid (start-up time); it must read them as uuid does."""
+    try:
+        expected = str(uuid.UUID(text))  # type: Any
+    except ValueError:
+        expected = None
+    assert gigaproxy.canonical_uuid(text) == expected
+
+
+@pytest.mark.parametrize("text", ["+" + "f" * 31, "f" * 15 + "_" + "f" * 16, " " + "f" * 31])
+def test_canonical_uuid_refuses_what_only_int_parsing_lets_through(text: str) -> None:
+    """uuid.UUID reads the hex digits with int(), which also takes a sign, underscores and spaces."""
+    assert gigaproxy.canonical_uuid(text) is None
+
+
+def test_uuid4_is_a_random_version_4_uuid() -> None:
+    seen = {gigaproxy.uuid4() for _ in range(200)}
+    assert len(seen) == 200
+    for text in seen:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
 def test_functions_state_id_round_trip_non_stream() -> None:
     """GigaChat's state id -> OpenAI tool call id -> back to functions_state_id on the next turn."""
     answer = giga_answer({"role": "assistant", "content": "",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import logging
 import os
 import ssl
@@ -40,7 +39,7 @@ def test_the_bundled_root_is_trusted_in_addition_to_the_system_store(make_config
 
 
 def test_missing_bundled_root_is_one_warning_and_the_proxy_still_works(make_config, fake, start_proxy, tmp_path, caplog):
-    config = dataclasses.replace(make_config(), bundled_ca_file=str(tmp_path / "russian_trusted_root_ca.pem"))
+    config = make_config()._replace(bundled_ca_file=str(tmp_path / "russian_trusted_root_ca.pem"))
     caplog.set_level(logging.WARNING, logger="gigaproxy")
     proxy = start_proxy(config)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
