@@ -617,13 +617,21 @@ def _check_proxy_url(value: str) -> str:
 
 
 # ==== TLS & transport ====
-# SSL contexts are built once at startup.  Transport owns the upstream keep-alive pool:
+# SSL contexts are built once at startup (the system CA store is added to them the first
+# time a certificate needs it, see build_ssl_context).  Transport owns the upstream keep-alive pool:
 # a connection belongs to one request from acquire to release, so no lock is held while
 # bytes move; only the idle lists are shared, guarded by Transport._lock.
 
 
-def build_ssl_context(config: Config, client_cert: bool = False) -> ssl.SSLContext:
+def build_ssl_context(config: Config, client_cert: bool = False, system_store: bool = False) -> ssl.SSLContext:
     """An SSL context trusting the system store, the bundled Russian root and the extra bundle.
+
+    The system store (140-odd roots: ~40 ms and 1-2 MB, a quarter of a cold start) is
+    loaded here only with ``system_store`` or when no other root is configured.
+    Otherwise the context is marked ``system_store_deferred`` and Transport adds the
+    store with ``add_system_store()`` the first time a certificate fails to verify
+    without it, then connects again: the same roots are trusted, the system's only later.
+    GigaChat's own certificates chain to the bundled root, so most runs never load it.
 
     ``client_cert`` attaches the mTLS certificate (API calls only, never OAuth: §2.3).
     VERIFY_X509_STRICT, on by default since Python 3.13, is cleared so that every Python
@@ -631,14 +639,23 @@ def build_ssl_context(config: Config, client_cert: bool = False) -> ssl.SSLConte
     only the strict profile.  Chain and hostname are always verified unless turned off.
     """
     if config.verify_ssl:
-        ctx = ssl.create_default_context()
+        roots = [(name, path) for name, path in (("bundled CA", config.bundled_ca_file),
+                                                 ("GIGACHAT_CA_BUNDLE_FILE", config.ca_bundle_file))
+                 if path and (name != "bundled CA" or os.path.exists(path))]
+        deferred = bool(roots) and not system_store
+        ctx = None  # type: Optional[ssl.SSLContext]
+        for name, path in roots:
+            try:
+                if ctx is None and deferred:  # given a file, create_default_context skips the system store
+                    ctx = ssl.create_default_context(cafile=path)
+                    continue
+                ctx = ctx or ssl.create_default_context()
+                ctx.load_verify_locations(cafile=path)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError("%s: %s is not a readable PEM certificate file (%s)" % (name, path, exc))
+        ctx = ctx or ssl.create_default_context()
         ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
-        for name, path in (("bundled CA", config.bundled_ca_file), ("GIGACHAT_CA_BUNDLE_FILE", config.ca_bundle_file)):
-            if path and (name != "bundled CA" or os.path.exists(path)):
-                try:
-                    ctx.load_verify_locations(cafile=path)
-                except (OSError, ssl.SSLError) as exc:
-                    raise ConfigError("%s: %s is not a readable PEM certificate file (%s)" % (name, path, exc))
+        ctx.system_store_deferred = deferred  # type: ignore[attr-defined]
     else:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
@@ -652,6 +669,17 @@ def build_ssl_context(config: Config, client_cert: bool = False) -> ssl.SSLConte
                 "check the files and GIGACHAT_KEY_FILE_PASSWORD" % (config.cert_file, exc)
             )
     return ctx
+
+
+_SYSTEM_STORE_LOCK = threading.Lock()
+
+
+def add_system_store(ctx: ssl.SSLContext) -> None:
+    """Load the system CA store into a context built with it deferred (once; thread-safe)."""
+    with _SYSTEM_STORE_LOCK:
+        if getattr(ctx, "system_store_deferred", False):
+            ctx.load_default_certs()
+            ctx.system_store_deferred = False  # type: ignore[attr-defined]
 
 
 def proxy_bypassed(host: str, port: int, no_proxy: Optional[str]) -> bool:
@@ -896,8 +924,19 @@ class Transport:
         else:
             conn = http.client.HTTPConnection(host, port, timeout=connect_timeout)
         conn.response_class = _UpstreamResponse
+        context = self._contexts[profile] if scheme == "https" else None
+        deferred = getattr(context, "system_store_deferred", False)
         try:
             conn.connect()
+        except ssl.SSLCertVerificationError:
+            conn.close()
+            if not deferred:
+                raise
+            assert context is not None
+            log.info("the TLS certificate of %s is not signed by the bundled Russian root or GIGACHAT_CA_BUNDLE_FILE:"
+                     " loading the system CA store and connecting again", host)
+            add_system_store(context)
+            return self._new_connection(key, connect_timeout)
         except BaseException:
             conn.close()
             raise
@@ -3538,7 +3577,7 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
         self.config = config
         self.upstream = upstream
         self.draining = False
-        self.image_context = build_ssl_context(config) if config.allow_image_urls else None
+        self.image_context = build_ssl_context(config, system_store=True) if config.allow_image_urls else None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._connections = 0

@@ -92,23 +92,33 @@ def _no_secret_in_any_output():
 
 
 # ---- speed: SSL contexts are built once per distinct TLS setting ------------------------
-# Loading the system CA store takes ~40 ms; hundreds of server tests would spend most of
-# their time there.  A context is never changed after it is built, so servers with the
-# same TLS settings can share one; the first build for each setting is the real one.
+# Building a context costs milliseconds (the system CA store ~40 ms when it is loaded);
+# hundreds of server tests would spend much of their time there.  Servers with the same
+# TLS settings share one; the first build for each setting is the real one.  The one
+# change gigaproxy makes to a built context, adding the deferred system store, gets the
+# next test a fresh context, so that no test sees a store another test made it load.
 
 _real_build_ssl_context = gigaproxy.build_ssl_context
 _contexts = {}  # type: Dict[Any, Any]
 
 
-def _shared_ssl_context(config: gigaproxy.Config, client_cert: bool = False) -> Any:
+def _shared_ssl_context(config: gigaproxy.Config, client_cert: bool = False, system_store: bool = False) -> Any:
     key = (config.verify_ssl, config.bundled_ca_file, config.ca_bundle_file,
-           (config.cert_file, config.key_file, config.key_file_password) if client_cert else None)
-    if key not in _contexts:
-        _contexts[key] = _real_build_ssl_context(config, client_cert)
-    return _contexts[key]
+           (config.cert_file, config.key_file, config.key_file_password) if client_cert else None, system_store)
+    cached = _contexts.get(key)
+    if cached is None or getattr(cached, "system_store_deferred", False) != cached.built_deferred:  # a test made it load the store
+        cached = _contexts[key] = _real_build_ssl_context(config, client_cert, system_store)
+        cached.built_deferred = getattr(cached, "system_store_deferred", False)
+    return cached
 
 
 gigaproxy.build_ssl_context = _shared_ssl_context
+
+
+@pytest.fixture
+def build_ssl_context_uncached() -> Any:
+    """gigaproxy.build_ssl_context itself, for tests about what a new context holds."""
+    return _real_build_ssl_context
 
 
 def fake_env(fake: FakeGigaChat, **overrides: Optional[str]) -> Dict[str, str]:

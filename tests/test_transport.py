@@ -11,7 +11,7 @@ import pytest
 
 import gigaproxy
 from fake_connect_proxy import FakeConnectProxy
-from fake_gigachat import CLIENT_CERT, CLIENT_KEY, CLIENT_KEY_ENCRYPTED, CLIENT_KEY_PASSWORD, OTHER_CA_FILE
+from fake_gigachat import CA_FILE, CLIENT_CERT, CLIENT_KEY, CLIENT_KEY_ENCRYPTED, CLIENT_KEY_PASSWORD, OTHER_CA_FILE
 
 HELLO = {"model": "GigaChat-2", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -36,6 +36,44 @@ def test_the_bundled_root_is_trusted_in_addition_to_the_system_store(make_config
     assert "gigaproxy test CA" in subjects  # GIGACHAT_CA_BUNDLE_FILE
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert not context.verify_flags & getattr(ssl, "VERIFY_X509_STRICT", 0)
+
+
+def _system_store(monkeypatch, tmp_path, cafile):
+    """Make OpenSSL's default verify paths (what load_default_certs reads) one file and an empty directory."""
+    empty = tmp_path / "no-certs"
+    empty.mkdir()
+    monkeypatch.setenv("SSL_CERT_FILE", cafile)
+    monkeypatch.setenv("SSL_CERT_DIR", str(empty))
+
+
+def test_the_system_store_is_not_loaded_at_startup(make_config, monkeypatch, tmp_path, build_ssl_context_uncached):
+    """Loading 140-odd system roots costs ~40 ms of every start: it waits until a certificate needs it."""
+    _system_store(monkeypatch, tmp_path, OTHER_CA_FILE)
+    context = build_ssl_context_uncached(make_config())
+
+    def common_names():
+        return sorted(dict(x[0] for x in cert["subject"]).get("commonName") for cert in context.get_ca_certs())
+
+    assert context.system_store_deferred
+    assert common_names() == ["Russian Trusted Root CA", "gigaproxy test CA"]  # bundled root + bundle, no more
+    gigaproxy.add_system_store(context)
+    gigaproxy.add_system_store(context)  # the second call finds it loaded and does nothing
+    assert not context.system_store_deferred
+    assert common_names() == sorted(["Russian Trusted Root CA", "gigaproxy test CA", "other test CA"])
+    eager = build_ssl_context_uncached(make_config(), system_store=True)
+    assert not eager.system_store_deferred and len(eager.get_ca_certs()) == 3
+
+
+def test_a_certificate_only_the_system_store_trusts_is_accepted(start_proxy, fake, monkeypatch, tmp_path, caplog):
+    """The corporate case: GigaChat's certificate re-signed by a root that only the system store has."""
+    _system_store(monkeypatch, tmp_path, CA_FILE)
+    caplog.set_level(logging.INFO, logger="gigaproxy")
+    proxy = start_proxy(GIGACHAT_CA_BUNDLE_FILE=None)
+    assert proxy.chat(HELLO)[0] == 200
+    assert proxy.chat(HELLO)[0] == 200
+    loaded = [r.getMessage() for r in caplog.records if "loading the system CA store" in r.getMessage()]
+    assert len(loaded) == 1 and "127.0.0.1" in loaded[0]
+    assert len(fake.chat_requests()) == 2
 
 
 def test_missing_bundled_root_is_one_warning_and_the_proxy_still_works(make_config, fake, start_proxy, tmp_path, caplog):
