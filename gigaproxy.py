@@ -53,7 +53,6 @@ import argparse
 import base64
 import binascii
 import collections
-import http.client
 import http.server
 import ipaddress
 import json
@@ -723,7 +722,7 @@ def proxy_bypassed(host: str, port: int, no_proxy: Optional[str]) -> bool:
 class Headers:
     """HTTP headers: names case-insensitive, repeats kept, in arrival order.
 
-    The part of ``email.message.Message`` that http.server, http.client and gigaproxy
+    The part of ``email.message.Message`` that http.server and gigaproxy
     use, without the email parser, which cost about a fifth of a request's CPU.
     """
 
@@ -781,44 +780,203 @@ def read_header_lines(readline: Callable[[int], bytes]) -> List[Tuple[str, str]]
         items.append((name.lower(), value.strip()))
 
 
-class _UpstreamResponse(http.client.HTTPResponse):
-    """http.client's response, with GigaChat's headers read by the lean parser above."""
+class UpstreamProtocolError(Exception):
+    """The server broke HTTP/1.1: a bad status line, header or chunk, or a body cut short."""
 
-    def begin(self) -> None:  # mirrors http.client.HTTPResponse.begin, 3.8 to 3.13
-        if self.headers is not None:
-            return
+
+class UpstreamIncomplete(UpstreamProtocolError):
+    """The connection ended inside a body (before its announced length or last chunk)."""
+
+
+class UpstreamClosed(ConnectionResetError):
+    """The server closed the connection before a status line (an idle keep-alive timing out)."""
+
+
+_STATUS_LINE = re.compile(r"(HTTP/1\.[0-9]) +([0-9]{3})(?: (.*))?\Z")
+_BAD_HEADER_VALUE = re.compile(r"[\r\n\x00]")
+
+
+class UpstreamResponse:
+    """One HTTP/1.1 response read off a buffered socket reader (a replacement for http.client's).
+
+    The status line and headers are read at once; the body on demand with ``read()`` or,
+    for event streams, ``readline()``.  Bodies are framed by Content-Length, by chunked
+    transfer coding or by the end of the connection.  ``done`` turns true when the body
+    has been read to its end, ``will_close`` when the connection cannot be reused.
+    """
+
+    __slots__ = ("_fp", "status", "reason", "headers", "will_close", "done", "_chunked", "_left")
+
+    def __init__(self, fp: Any, method: str) -> None:
+        self._fp = fp
         while True:
-            version, status, reason = self._read_status()  # type: ignore[attr-defined]
-            if status != 100:
-                break
+            line = fp.readline(65537)
+            if not line:
+                raise UpstreamClosed("the server closed the connection without answering")
+            match = _STATUS_LINE.match(line.decode("iso-8859-1").rstrip("\r\n"))
+            if match is None:
+                raise UpstreamProtocolError("bad status line %r" % line[:60])
             try:
-                read_header_lines(self.fp.readline)
+                items = read_header_lines(fp.readline)
             except BadHeaders as exc:
-                raise http.client.HTTPException("GigaChat sent bad headers: %s" % exc)
-        self.code = self.status = status
-        self.reason = reason.strip()
-        if version in ("HTTP/1.0", "HTTP/0.9"):
-            self.version = 10
-        elif version.startswith("HTTP/1."):
-            self.version = 11
+                raise UpstreamProtocolError("bad headers: %s" % exc)
+            status = int(match.group(2))
+            if status >= 200 or status < 100:
+                break  # 1xx answers are interim: the real one follows
+        self.status = status
+        self.reason = (match.group(3) or "").strip()
+        self.headers = headers = Headers(items)
+        connection = (headers.get("connection") or "").lower()
+        if match.group(1) == "HTTP/1.0":
+            self.will_close = "keep-alive" not in connection
         else:
-            raise http.client.UnknownProtocol(version)
+            self.will_close = "close" in connection
+        self._chunked = (headers.get("transfer-encoding") or "").lower() == "chunked"
+        self._left = 0  # type: Optional[int]  # body bytes (chunked: of this chunk) still to read; None: to EOF
+        self.done = method == "HEAD" or status in (204, 304) or status < 200
+        if not self.done and not self._chunked:
+            length = (headers.get("content-length") or "").strip()
+            if _DIGITS.match(length):
+                self._left = int(length)
+                self.done = self._left == 0
+            else:
+                self._left = None  # no length: the body runs to the end of the connection
+                self.will_close = True
+
+    def read(self, limit: int = -1) -> bytes:
+        """The rest of the body, or at most ``limit`` bytes of it."""
+        if self.done:
+            return b""
+        if self._chunked:
+            parts, got = [], 0
+            while limit < 0 or got < limit:
+                if not self._left and not self._next_chunk():
+                    break
+                piece = self._take(self._left if limit < 0 else min(self._left, limit - got), False)
+                parts.append(piece)
+                got += len(piece)
+            return b"".join(parts)
+        if self._left is None:  # to the end of the connection
+            data = self._fp.read() if limit < 0 else self._fp.read(limit)
+            if limit < 0 or len(data) < limit:
+                self.done = True
+            return data
+        return self._take(self._left if limit < 0 else min(self._left, limit), False)
+
+    def readline(self, limit: int = -1) -> bytes:
+        """One line of the body (with its newline); b"" at the end of the body."""
+        if self.done:
+            return b""
+        if not self._chunked:
+            if self._left is None:
+                line = self._fp.readline(limit)
+                self.done = not line
+                return line
+            return self._take(self._left if limit < 0 else min(self._left, limit), True)
+        parts, got = [], 0
+        while limit < 0 or got < limit:  # a line may span chunks
+            if not self._left and not self._next_chunk():
+                break
+            piece = self._take(self._left if limit < 0 else min(self._left, limit - got), True)
+            parts.append(piece)
+            got += len(piece)
+            if piece.endswith(b"\n"):
+                break
+        return b"".join(parts)
+
+    def _take(self, size: int, line: bool) -> bytes:
+        """Up to ``size`` bytes of the current chunk or body (up to a newline if ``line``)."""
+        data = self._fp.readline(size) if line else self._fp.read(size)
+        if len(data) < size and not (line and data.endswith(b"\n")):  # the connection ended
+            raise UpstreamIncomplete("the body ended early (%d more bytes announced)" % ((self._left or 0) - len(data)))
+        assert self._left is not None
+        self._left -= len(data)
+        if not self._left:
+            if self._chunked:
+                end = self._fp.readline(3)
+                if end not in (b"\r\n", b"\n"):
+                    raise UpstreamProtocolError("a chunk does not end with CRLF")
+            else:
+                self.done = True
+        return data
+
+    def _next_chunk(self) -> bool:
+        """Read the next chunk's size line; False (and ``done``) at the last, empty chunk."""
+        line = self._fp.readline(1026)
+        size = line.split(b";", 1)[0].strip()
+        if not _HEX_DIGITS.match(size):
+            if not line:
+                raise UpstreamIncomplete("the body ended before its last chunk")
+            raise UpstreamProtocolError("bad chunk size line %r" % line[:60])
+        self._left = int(size, 16)
+        if self._left:
+            return True
         try:
-            items = read_header_lines(self.fp.readline)
+            read_header_lines(self._fp.readline)  # trailers, up to the blank line
         except BadHeaders as exc:
-            raise http.client.HTTPException("GigaChat sent bad headers: %s" % exc)
-        self.headers = self.msg = Headers(items)  # type: ignore[assignment]
-        self.chunked = (self.headers.get("transfer-encoding") or "").lower() == "chunked"  # type: ignore[assignment]
-        self.chunk_left = None
-        self.will_close = self._check_close()  # type: ignore[attr-defined]
-        self.length = None
-        length = self.headers.get("content-length")
-        if length and not self.chunked and _DIGITS.match(length.strip()):
-            self.length = int(length.strip())
-        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":  # type: ignore[attr-defined]
-            self.length = 0
-        if not self.will_close and not self.chunked and self.length is None:
-            self.will_close = True
+            raise UpstreamProtocolError("bad trailer: %s" % exc)
+        self.done = True
+        return False
+
+
+class UpstreamConnection:
+    """A socket to an upstream host (TLS when https; through a CONNECT tunnel if set) and its reader."""
+
+    __slots__ = ("sock", "fp", "host_header")
+
+    def __init__(self, sock: socket.socket, host_header: str) -> None:
+        self.sock = sock
+        self.fp = sock.makefile("rb")
+        self.host_header = host_header
+
+    def send(self, method: str, target: str, body: Optional[bytes], headers: Dict[str, str]) -> None:
+        """Write one request: the head and a small body in one send."""
+        head = ["%s %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\n" % (method, target, self.host_header)]
+        for name, value in headers.items():
+            if _BAD_HEADER_VALUE.search(value):
+                raise UpstreamProtocolError("refusing to send a %s header with a line break in it" % name)
+            head.append("%s: %s\r\n" % (name, value))
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append("Content-Length: %d\r\n" % len(body or b""))
+        data = "".join(head).encode("iso-8859-1") + b"\r\n"
+        if body and len(body) <= 65536:
+            self.sock.sendall(data + body)
+        else:
+            self.sock.sendall(data)
+            if body:
+                self.sock.sendall(body)
+
+    def close(self) -> None:
+        try:
+            self.fp.close()
+        finally:
+            self.sock.close()
+
+
+def _host_header(host: str, port: int, default_port: int) -> str:
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:
+        host = "[%s]" % host
+    return host if port == default_port else "%s:%d" % (host, port)
+
+
+def open_tunnel(sock: socket.socket, host: str, port: int, headers: Dict[str, str]) -> None:
+    """Ask an HTTP proxy to CONNECT ``sock`` to host:port; raises OSError if it refuses."""
+    target = _host_header(host, port, 0)
+    sock.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (
+        target, target, "".join("%s: %s\r\n" % item for item in headers.items()))).encode("iso-8859-1"))
+    fp = sock.makefile("rb")  # a proxy sends nothing after its answer until TLS starts: no byte is left behind
+    try:
+        response = UpstreamResponse(fp, "CONNECT")
+    except (UpstreamProtocolError, UpstreamClosed) as exc:
+        raise OSError("Tunnel connection failed: %s" % exc)
+    finally:
+        fp.close()
+    if response.status != 200:
+        raise OSError("Tunnel connection failed: %d %s" % (response.status, response.reason))
 
 
 class UpstreamExchange:
@@ -829,11 +987,11 @@ class UpstreamExchange:
     the end and the server keeps the connection alive); ``close()`` drops it.
     """
 
-    def __init__(self, transport: "Transport", key: Tuple[Any, ...], conn: http.client.HTTPConnection,
-                 response: http.client.HTTPResponse) -> None:
+    def __init__(self, transport: "Transport", key: Tuple[Any, ...], conn: UpstreamConnection,
+                 response: UpstreamResponse) -> None:
         self._transport = transport
         self._key = key
-        self._conn = conn  # type: Optional[http.client.HTTPConnection]
+        self._conn = conn  # type: Optional[UpstreamConnection]
         self.response = response
         self.status = response.status
         self.headers = response.headers
@@ -866,7 +1024,7 @@ class UpstreamExchange:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self.response.isclosed() and not self.response.will_close:
+        if self.response.done and not self.response.will_close:
             self._transport._put_idle(self._key, conn)
         else:
             conn.close()
@@ -880,8 +1038,7 @@ class UpstreamExchange:
                 pass
 
 
-_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-                            ConnectionAbortedError)
+_STALE_CONNECTION_ERRORS = (UpstreamClosed, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class Transport:
@@ -908,28 +1065,28 @@ class Transport:
             self._proxy = (parts.hostname or "", parts.port or 3128, proxy_headers)
         self._no_proxy = config.no_proxy
         self._lock = threading.Lock()
-        self._idle = {}  # type: Dict[Tuple[Any, ...], List[http.client.HTTPConnection]]
+        self._idle = {}  # type: Dict[Tuple[Any, ...], List[UpstreamConnection]]
 
-    def _new_connection(self, key: Tuple[Any, ...], connect_timeout: float) -> http.client.HTTPConnection:
+    def _new_connection(self, key: Tuple[Any, ...], connect_timeout: float) -> UpstreamConnection:
         scheme, host, port, profile = key
         use_proxy = self._proxy is not None and scheme == "https" and not proxy_bypassed(host, port, self._no_proxy)
-        if use_proxy:
-            assert self._proxy is not None
-            proxy_host, proxy_port, proxy_headers = self._proxy
-            conn = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=connect_timeout,
-                                               context=self._contexts[profile])  # type: http.client.HTTPConnection
-            conn.set_tunnel(host, port, headers=proxy_headers)
-        elif scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=connect_timeout, context=self._contexts[profile])
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=connect_timeout)
-        conn.response_class = _UpstreamResponse
         context = self._contexts[profile] if scheme == "https" else None
         deferred = getattr(context, "system_store_deferred", False)
+        if use_proxy:
+            assert self._proxy is not None
+            address = self._proxy[:2]
+        else:
+            address = (host, port)
+        sock = socket.create_connection(address, timeout=connect_timeout)
         try:
-            conn.connect()
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if use_proxy:
+                assert self._proxy is not None
+                open_tunnel(sock, host, port, self._proxy[2])
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=host)
         except ssl.SSLCertVerificationError:
-            conn.close()
+            sock.close()
             if not deferred:
                 raise
             assert context is not None
@@ -938,21 +1095,16 @@ class Transport:
             add_system_store(context)
             return self._new_connection(key, connect_timeout)
         except BaseException:
-            conn.close()
+            sock.close()
             raise
-        if conn.sock is not None:
-            try:
-                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        return conn
+        return UpstreamConnection(sock, _host_header(host, port, 443 if scheme == "https" else 80))
 
-    def _get_idle(self, key: Tuple[Any, ...]) -> Optional[http.client.HTTPConnection]:
+    def _get_idle(self, key: Tuple[Any, ...]) -> Optional[UpstreamConnection]:
         with self._lock:
             idle = self._idle.get(key)
             return idle.pop() if idle else None
 
-    def _put_idle(self, key: Tuple[Any, ...], conn: http.client.HTTPConnection) -> None:
+    def _put_idle(self, key: Tuple[Any, ...], conn: UpstreamConnection) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self._max_idle:
@@ -996,10 +1148,9 @@ class Transport:
                         error.retryable = True
                     raise error
             try:
-                if conn.sock is not None:
-                    conn.sock.settimeout(min(self.read_timeout, left))
-                conn.request(method, target, body=body, headers=headers)
-                response = conn.getresponse()
+                conn.sock.settimeout(min(self.read_timeout, left))
+                conn.send(method, target, body, headers)
+                response = UpstreamResponse(conn.fp, method)
             except _STALE_CONNECTION_ERRORS:
                 conn.close()
                 if reused:
@@ -1046,7 +1197,7 @@ def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, s
     if not addresses or not all(_public_address(a) for a in addresses):
         raise bad_request("%s: %s resolves to a private, loopback or reserved address; refused"
                           % (where, _printable(host, 80)), where, "image_url_refused")
-    sock = None
+    sock = fp = None
     try:
         sock = socket.create_connection((addresses[0], port), timeout=IMAGE_FETCH_TIMEOUT)
         if parts.scheme == "https":
@@ -1054,12 +1205,12 @@ def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, s
         target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: image/*\r\nConnection: close\r\n\r\n"
                       % (target, parts.netloc.rpartition("@")[2], USER_AGENT)).encode("ascii", "replace"))
-        response = http.client.HTTPResponse(sock, method="GET")
-        response.begin()
+        fp = sock.makefile("rb")
+        response = UpstreamResponse(fp, "GET")
         if response.status != 200:
             raise bad_request("%s: the image URL answered HTTP %d%s" % (where, response.status, " (redirects are not "
                               "followed)" if 300 <= response.status < 400 else ""), where, "image_fetch_failed")
-        mime = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+        mime = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if mime not in IMAGE_TYPES:
             raise bad_request("%s: the URL served %s, not a PNG, JPEG, TIFF or BMP image" % (where, mime or "no type"),
                               where, "unsupported_image_type")
@@ -1068,10 +1219,12 @@ def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, s
             raise bad_request("%s: the image is larger than GigaChat's %d MB limit"
                               % (where, MAX_IMAGE_BYTES // 1048576), where, "image_too_large")
         return data, mime
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, UpstreamProtocolError) as exc:
         raise bad_request("%s: could not fetch the image (%s)" % (where, exc.__class__.__name__), where,
                           "image_fetch_failed")
     finally:
+        if fp is not None:
+            fp.close()
         if sock is not None:
             sock.close()
 
@@ -1099,7 +1252,10 @@ def _transport_error(exc: BaseException, host: str, timeout: float, stage: str =
     if isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed"):
         return ProxyError(502, "the HTTPS proxy (HTTPS_PROXY) refused to connect to %s: %s"
                           % (host, str(exc).split(":", 1)[-1].strip()), "api_error", "proxy_error")
-    if isinstance(exc, (OSError, http.client.HTTPException)):
+    if isinstance(exc, UpstreamProtocolError):
+        return ProxyError(502, "GigaChat at %s broke the HTTP protocol: %s" % (host, exc),
+                          "api_error", "upstream_bad_response")
+    if isinstance(exc, OSError):
         return ProxyError(502, "cannot reach GigaChat at %s: %s" % (host, exc.__class__.__name__ + ": " + str(exc)
                                                                         if str(exc) else exc.__class__.__name__),
                           "api_error", "upstream_unreachable")
@@ -1425,7 +1581,7 @@ class Upstream:
         exchange = self._send(method, path, payload, extra_headers, raw=raw)
         try:
             data = exchange.read()
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, UpstreamProtocolError) as exc:
             raise _transport_error(exc, self.host, self.config.timeout)
         parsed = _json_or_none(data)
         if parsed is None:
@@ -1440,7 +1596,7 @@ class Upstream:
         if content_type != "text/event-stream":
             try:
                 data = exchange.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, UpstreamProtocolError):
                 data = b""
             raise ProxyError(502, "GigaChat answered a stream request with %s instead of an event stream: %s"
                              % (content_type or "no content type", _excerpt(data)), "api_error", "upstream_bad_response")
@@ -3509,7 +3665,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     if translator.stopped_early:
                         break  # the upstream request is closed below, unread
                 tail = translator.finish()
-            except (OSError, http.client.HTTPException) as exc:
+            except UpstreamIncomplete:  # the connection ended inside the body
+                raise ProxyError(502, "GigaChat's stream ended before the answer was complete",
+                                 "api_error", "upstream_stream_incomplete")
+            except (OSError, UpstreamProtocolError) as exc:
                 error = _transport_error(exc, self.server.upstream.host, self.server.config.timeout)
                 if not isinstance(error, ProxyError):
                     raise
@@ -3517,7 +3676,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if finished:  # back to the pool before the client hears the end, so its next request finds it
                 try:
                     exchange.read()  # GigaChat's body ends right after [DONE]
-                except (OSError, http.client.HTTPException):
+                except (OSError, UpstreamProtocolError):
                     exchange.close()
             for chunk in tail:
                 self._write_event(chunk, adapt)

@@ -59,26 +59,83 @@ def serve_once(answer):
     return listener.getsockname()[1]
 
 
-def test_upstream_response_parsing_keeps_http_client_semantics():
-    import http.client
-    port = serve_once(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                      b"Transfer-Encoding: chunked\r\nX-Request-ID: r1\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    conn.response_class = gigaproxy._UpstreamResponse
-    conn.request("GET", "/")
-    response = conn.getresponse()
-    assert response.status == 200 and response.chunked and not response.will_close
-    assert response.getheader("x-request-id") == "r1" and response.headers.get("Content-Type") == "text/event-stream"
+def read_response(raw, method="GET"):
+    """gigaproxy's upstream response reader over ``raw`` bytes, as if they came from a socket."""
+    return gigaproxy.UpstreamResponse(io.BufferedReader(io.BytesIO(raw)), method)
+
+
+def test_upstream_response_skips_interim_answers_and_reads_a_chunked_body():
+    response = read_response(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\nX-Request-ID: r1\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert (response.status, response.reason, response.will_close, response.done) == (200, "OK", False, False)
+    assert response.headers.get("x-request-id") == "r1" and response.headers.get("Content-Type") == "text/event-stream"
     assert response.read() == b"hello"
-    conn.close()
+    assert response.done and response.read() == b""
 
 
-def test_upstream_bad_headers_become_an_http_exception():
-    import http.client
-    port = serve_once(b"HTTP/1.1 200 OK\r\nBroken header\r\n\r\n")
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    conn.response_class = gigaproxy._UpstreamResponse
-    conn.request("GET", "/")
-    with pytest.raises(http.client.HTTPException):
-        conn.getresponse()
-    conn.close()
+def test_upstream_stream_lines_span_chunks_and_chunk_extensions_are_ignored():
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"4;ext=1\r\ndata\r\n9\r\n: 1\n\ndata\r\n3\r\n: 2\r\n2\r\n\n\n\r\n0\r\nX-Trailer: t\r\n\r\n")
+    response = read_response(raw)
+    lines = []
+    while True:
+        line = response.readline(65536)
+        if not line:
+            break
+        lines.append(line)
+    assert lines == [b"data: 1\n", b"\n", b"data: 2\n", b"\n"]
+    assert response.done and not response.will_close
+
+
+def test_upstream_readline_honours_its_limit_across_chunks():
+    response = read_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")
+    assert response.readline(4) == b"abcd"
+    assert response.readline(10) == b"ef"
+    assert response.done
+
+
+@pytest.mark.parametrize("raw,body,will_close", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcEXTRA", b"abc", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"", False),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", b"ok", True),
+    (b"HTTP/1.1 200 OK\r\n\r\nto the end", b"to the end", True),            # no length: read to EOF
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", True),       # 1.0 closes by default
+    (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", b"ok", False),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", b"", False),
+    (b"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\nx", b"x", False),            # no reason phrase
+])
+def test_upstream_body_framing(raw, body, will_close):
+    response = read_response(raw)
+    assert response.read() == body
+    assert response.done and response.will_close == will_close
+
+
+def test_upstream_head_answer_has_no_body():
+    response = read_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", "HEAD")
+    assert response.done and response.read() == b""
+
+
+def test_upstream_read_with_a_limit_stops_there():
+    response = read_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789")
+    assert response.read(4) == b"0123" and not response.done
+    assert response.read() == b"456789" and response.done
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nBroken header\r\n\r\n",
+    b"ICY 200 OK\r\n\r\n",
+    b"HTTP/1.1 2000 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc",                       # cut short
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",  # bad size
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",  # no CRLF after data
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",        # cut inside a chunk
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",                # no last chunk
+])
+def test_upstream_protocol_errors_are_upstream_protocol_errors(raw):
+    with pytest.raises(gigaproxy.UpstreamProtocolError):
+        read_response(raw).read()
+
+
+def test_upstream_silence_is_upstream_closed():
+    with pytest.raises(gigaproxy.UpstreamClosed):
+        read_response(b"")
