@@ -53,7 +53,6 @@ import argparse
 import base64
 import binascii
 import collections
-import http.server
 import ipaddress
 import json
 import logging
@@ -3033,8 +3032,31 @@ class StreamTranslator:
 
 
 # ==== HTTP handler ====
-# One thread per client connection (ThreadingHTTPServer).  Routes are a table; the body
-# is read with a size limit; _dispatch() is the single place where errors are rendered.
+# One thread per client connection (GigaProxyServer).  Handler speaks HTTP/1.1 itself
+# (request line, headers, keep-alive, the response head): http.server's request handler
+# and socketserver cost ~30 ms of every start and a few microseconds per request.
+# Routes are a table; the body is read with a size limit; _dispatch() is the single place
+# where errors are rendered.
+
+_REASONS = {
+    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+    411: "Length Required", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 499: "Client Closed Request", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"))
+
+
+def http_date(when: Optional[float] = None) -> str:
+    """An IMF-fixdate (RFC 9110 §5.6.7) for the Date header, in English whatever the locale."""
+    t = time.gmtime(when)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (_WEEKDAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon], t.tm_year,
+                                                    t.tm_hour, t.tm_min, t.tm_sec)
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -3054,8 +3076,8 @@ class _DeadlineReader:
 
     Each read is one ``recv`` at most, with the socket timeout set to the time left, so a
     client that trickles a byte at a time (slowloris) cannot hold a thread past the
-    deadline.  Past it, reads raise ``socket.timeout``, which http.server treats as a
-    timed-out request and the body reader turns into a 408.
+    deadline.  Past it, reads raise ``socket.timeout``, which ends a request still in its
+    head quietly and which the body reader turns into a 408.
     """
 
     def __init__(self, raw: Any, sock: socket.socket, deadline: float) -> None:
@@ -3106,7 +3128,7 @@ class _DeadlineReader:
 _REQUEST_VERSION = re.compile(r"HTTP/(\d{1,10})\.(\d{1,10})\Z")
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler:
     """Serves the OpenAI API for one client connection (HTTP/1.1, keep-alive).
 
     Every route answers with and without the ``/v1`` prefix.  Handlers raise ProxyError
@@ -3119,37 +3141,55 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "gigaproxy/" + __version__
-    sys_version = ""
-    timeout = DEFAULT_CLIENT_IDLE_TIMEOUT
-    server = None  # type: GigaProxyServer  # set by socketserver; declared for readers
 
-    # -- plumbing ---------------------------------------------------------------------
+    # -- plumbing: the connection, request line and headers, the response head ----------
 
-    def setup(self) -> None:
-        super().setup()
-        self._input = self.rfile  # the buffered socket reader; rfile becomes a _DeadlineReader
+    def __init__(self, connection: socket.socket, client_address: Any, server: "GigaProxyServer") -> None:
+        """Serve requests on ``connection`` until either side closes it."""
+        self.connection = connection
+        self.client_address = client_address
+        self.server = server
+        self._head = []  # type: List[bytes]  # the response head, held until it is sent (with a body if small)
+        connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
         try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-
-    def finish(self) -> None:
-        self.rfile = self._input  # so that socketserver closes the real reader
-        super().finish()
+        self._input = connection.makefile("rb")  # buffered; self.rfile wraps it with each request's deadline
+        try:
+            self.close_connection = False
+            while not self.close_connection:
+                self.handle_one_request()
+        finally:
+            self._input.close()
 
     def handle_one_request(self) -> None:
         """Wait (up to the idle timeout) for a request, then give it GIGAPROXY_CLIENT_TIMEOUT."""
+        self.close_connection = True
         try:
             self.connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
             if not self._input.peek(1):
-                self.close_connection = True
                 return
         except OSError:  # idle too long, or the client went away
-            self.close_connection = True
             return
         self.rfile = _DeadlineReader(self._input, self.connection,
                                      time.monotonic() + self.server.config.client_timeout)
-        super().handle_one_request()
+        self.command = ""
+        self.request_version = "HTTP/1.0"  # how errors are answered until the request line says otherwise
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.send_error(414, "Request line too long")
+                return
+            if not self.raw_requestline or not self.parse_request():
+                return
+            if self.command not in _METHODS:
+                self.send_error(501, "Unsupported method (%r)" % self.command[:40])
+                return
+            self._dispatch()
+        except socket.timeout as exc:  # the head did not arrive in time: nothing to answer
+            log.debug("request from %s timed out: %s", self.client_address[0], exc)
+            self.close_connection = True
 
     def parse_request(self) -> bool:
         """The request line and headers (http.server's rules, a lean header parser).
@@ -3157,8 +3197,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         HTTP/1.0 and 1.1 only; malformed lines, bad header names, obsolete line folding,
         lines over 64 KiB and more than MAX_HEADER_LINES headers get a JSON 4xx.
         """
-        self.command = None  # type: ignore[assignment]
-        self.request_version = self.default_request_version
         self.close_connection = True
         self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         words = requestline.split()
@@ -3180,7 +3218,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = False
         self.command, self.path = command, ("/" + path.lstrip("/")) if path.startswith("//") else path
         try:
-            self.headers = Headers(read_header_lines(self.rfile.readline))  # type: ignore[assignment]
+            self.headers = Headers(read_header_lines(self.rfile.readline))
         except BadHeaders as exc:
             self.send_error(exc.status, str(exc))
             return False
@@ -3203,24 +3241,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send_json(413, self._too_large().body(), {"Connection": "close"})
             self._drain(int(length))
             return False
-        return super().handle_expect_100()
+        self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
 
-    def version_string(self) -> str:
-        return self.server_version
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        pass  # _dispatch writes the access line
-
-    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
-        """Used by http.server for malformed request lines and headers: answer in JSON too."""
+    def send_error(self, code: int, message: str) -> None:
+        """Malformed request lines and headers: answered in JSON like every other error."""
         self.close_connection = True
-        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
-            self.request_version = "HTTP/1.0"  # no HTTP/0.9 here: always send a status line
-        self._send_json(code, ProxyError(code, message or "bad request", "invalid_request_error").body(),
-                        {"Connection": "close"})
+        self._send_json(code, ProxyError(code, message, "invalid_request_error").body(), {"Connection": "close"})
+
+    def send_response(self, code: int) -> None:
+        """Start the response head (held in ``_head`` until a body or flush_headers sends it)."""
+        self._head.append(("%s %d %s\r\nServer: %s\r\nDate: %s\r\n" % (
+            self.protocol_version, code, _REASONS.get(code, "Status"), self.server_version, http_date())).encode("ascii"))
+
+    def send_header(self, name: str, value: str) -> None:
+        self._head.append(("%s: %s\r\n" % (name, value)).encode("iso-8859-1"))
+        if name.lower() == "connection":
+            if value.lower() == "close":
+                self.close_connection = True
+            elif value.lower() == "keep-alive":
+                self.close_connection = False
+
+    def flush_headers(self) -> None:
+        """Send what ``_head`` holds (the head, and a body or first chunk appended to it) in one write."""
+        data, self._head = b"".join(self._head), []
+        self.connection.sendall(data)
 
     def _send_json(self, status: int, obj: Any, headers: Optional[Dict[str, str]] = None) -> None:
         data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -3233,7 +3278,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.close_connection and "Connection" not in (headers or {}):
             self.send_header("Connection", "close")
         # The head and the body leave in one write (one syscall, one TCP segment when small).
-        self._headers_buffer.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
+        self._head.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
         self.flush_headers()
 
     def _write_event(self, chunk: Dict[str, Any], adapt: Optional[Callable[..., Any]] = None) -> None:
@@ -3247,18 +3292,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """One chunk of a chunked body; the response head, if still held, goes out with it."""
         chunk = b"%x\r\n%s\r\n" % (len(data), data)
         try:
-            if getattr(self, "_headers_buffer", None):
-                self._headers_buffer.append(chunk)
+            if self._head:
+                self._head.append(chunk)
                 self.flush_headers()
             else:
-                self.wfile.write(chunk)
+                self.connection.sendall(chunk)
         except OSError as exc:
             raise _ClientGone(exc)
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
         started = time.monotonic()
@@ -3648,7 +3688,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("X-Accel-Buffering", "no")
-            self._headers_buffer.append(b"\r\n")  # held: it leaves with the first event
+            self._head.append(b"\r\n")  # held: it leaves with the first event
             self._stream_started = True
             try:
                 for data in iter_sse_data(exchange.readline):
@@ -3718,19 +3758,18 @@ ROUTES = {
 # main() reads the configuration, sets up logging and is the only place that exits.
 
 
-class GigaProxyServer(http.server.ThreadingHTTPServer):
+class GigaProxyServer:
     """The listening socket, the shared upstream client, and the counts that bound load.
 
-    One thread per client connection, at most ``config.max_concurrency`` of them: a
+    ``serve_forever()`` accepts connections until ``shutdown()``; each is served by a
+    Handler in a thread of its own, at most ``config.max_concurrency`` at once: a
     connection past that gets a 503 with ``Retry-After`` from a short-lived thread (those
     are bounded too; beyond them the connection is simply closed).  ``_lock`` guards the
     connection and request counters; ``_idle`` is notified when the last request ends,
     which is what a graceful shutdown waits for.
     """
 
-    daemon_threads = True
-    request_queue_size = 128
-    allow_reuse_address = os.name != "nt"  # on Windows SO_REUSEADDR lets others steal the port
+    request_queue_size = 128  # the listen backlog (socketserver's default is 5)
 
     def __init__(self, config: Config, upstream: Upstream) -> None:
         self.config = config
@@ -3742,14 +3781,47 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
         self._connections = 0
         self._refusing = 0
         self._requests = 0
-        if ":" in config.host:
-            self.address_family = socket.AF_INET6
-        super().__init__((config.host, config.port), Handler)
+        self._stop_requested = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self.socket = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if os.name != "nt":  # on Windows SO_REUSEADDR lets others steal the port
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if config.workers > 1:  # every worker process listens on the same port
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            self.socket.bind((config.host, config.port))
+            self.socket.listen(self.request_queue_size)
+        except BaseException:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
 
-    def server_bind(self) -> None:
-        if self.config.workers > 1:  # every worker process listens on the same port
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept connections until shutdown() (noticed within ``poll_interval`` seconds)."""
+        self._stopped.clear()
+        try:
+            self.socket.settimeout(poll_interval)  # accepted sockets still start blocking
+            while not self._stop_requested:
+                try:
+                    request, client_address = self.socket.accept()
+                except socket.timeout:
+                    continue
+                except OSError as exc:
+                    if self.socket.fileno() < 0:
+                        break  # closed under us
+                    log.warning("accept failed: %s", exc)  # out of file descriptors, most likely
+                    self._stopped.wait(0.05)  # not a busy loop while it lasts
+                    continue
+                self.process_request(request, client_address)
+        finally:
+            self._stop_requested = False
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever() (from another thread) and wait until it has returned."""
+        self._stop_requested = True
+        self._stopped.wait()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:
@@ -3766,10 +3838,21 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            Handler(request, client_address, self)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
+            self.shutdown_request(request)
             with self._lock:
                 self._connections -= 1
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        """Close a client connection, sending what is still buffered first (no reset)."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        request.close()
 
     def _refuse(self, request: Any, client_address: Any) -> None:
         """Answer 503 + Retry-After to a connection over the cap, then close it."""
@@ -3823,7 +3906,7 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
             return True
 
     def server_close(self) -> None:
-        super().server_close()
+        self.socket.close()
         self.upstream.transport.close()
 
 
