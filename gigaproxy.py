@@ -130,6 +130,10 @@ ERROR_EXCERPT_CHARS = 200
 
 USER_AGENT = "gigaproxy/" + __version__
 
+# Compact UTF-8 JSON for the wire.  One encoder, made once: json.dumps() with keyword
+# arguments builds a new JSONEncoder on every call, which a stream does per chunk.
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 MAX_HEADER_LINES = 100
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _DIGITS = re.compile(r"[0-9]{1,15}\Z")  # not str.isdigit(): that takes "²" and other digits int() refuses
@@ -799,7 +803,7 @@ class UpstreamResponse:
     """One HTTP/1.1 response read off a buffered socket reader (a replacement for http.client's).
 
     The status line and headers are read at once; the body on demand with ``read()`` or,
-    for event streams, ``readline()``.  Bodies are framed by Content-Length, by chunked
+    for event streams, ``read_some()``.  Bodies are framed by Content-Length, by chunked
     transfer coding or by the end of the connection.  ``done`` turns true when the body
     has been read to its end, ``will_close`` when the connection cannot be reused.
     """
@@ -851,7 +855,7 @@ class UpstreamResponse:
             while limit < 0 or got < limit:
                 if not self._left and not self._next_chunk():
                     break
-                piece = self._take(self._left if limit < 0 else min(self._left, limit - got), False)
+                piece = self._take(self._left if limit < 0 else min(self._left, limit - got))
                 parts.append(piece)
                 got += len(piece)
             return b"".join(parts)
@@ -860,50 +864,56 @@ class UpstreamResponse:
             if limit < 0 or len(data) < limit:
                 self.done = True
             return data
-        return self._take(self._left if limit < 0 else min(self._left, limit), False)
+        return self._take(self._left if limit < 0 else min(self._left, limit))
 
-    def readline(self, limit: int = -1) -> bytes:
-        """One line of the body (with its newline); b"" at the end of the body."""
+    def read_some(self) -> bytes:
+        """The next piece of the body as it arrives, without waiting for more; b"" at its end.
+
+        What an event stream needs: one call per chunk GigaChat sends, not one per line.
+        """
         if self.done:
             return b""
-        if not self._chunked:
-            if self._left is None:
-                line = self._fp.readline(limit)
-                self.done = not line
-                return line
-            return self._take(self._left if limit < 0 else min(self._left, limit), True)
-        parts, got = [], 0
-        while limit < 0 or got < limit:  # a line may span chunks
+        if self._chunked:
             if not self._left and not self._next_chunk():
-                break
-            piece = self._take(self._left if limit < 0 else min(self._left, limit - got), True)
-            parts.append(piece)
-            got += len(piece)
-            if piece.endswith(b"\n"):
-                break
-        return b"".join(parts)
-
-    def _take(self, size: int, line: bool) -> bytes:
-        """Up to ``size`` bytes of the current chunk or body (up to a newline if ``line``)."""
-        data = self._fp.readline(size) if line else self._fp.read(size)
-        if len(data) < size and not (line and data.endswith(b"\n")):  # the connection ended
-            raise UpstreamIncomplete("the body ended early (%d more bytes announced)" % ((self._left or 0) - len(data)))
+                return b""
+        elif self._left is None:  # to the end of the connection
+            data = self._fp.read1(65536)
+            self.done = not data
+            return data
         assert self._left is not None
+        data = self._fp.read1(min(self._left, 65536))
+        if not data:
+            raise UpstreamIncomplete("the body ended early (%d more bytes announced)" % self._left)
         self._left -= len(data)
         if not self._left:
-            if self._chunked:
-                end = self._fp.readline(3)
-                if end not in (b"\r\n", b"\n"):
-                    raise UpstreamProtocolError("a chunk does not end with CRLF")
-            else:
-                self.done = True
+            self._end_of_piece()
         return data
+
+    def _take(self, size: int) -> bytes:
+        """``size`` bytes of the current chunk or body."""
+        data = self._fp.read(size)
+        if len(data) < size:  # the connection ended
+            raise UpstreamIncomplete("the body ended early (%d more bytes announced)" % ((self._left or 0) - len(data)))
+        assert self._left is not None
+        self._left -= size
+        if not self._left:
+            self._end_of_piece()
+        return data
+
+    def _end_of_piece(self) -> None:
+        """The current chunk (or the whole body) has been read."""
+        if self._chunked:
+            end = self._fp.readline(3)
+            if end not in (b"\r\n", b"\n"):
+                raise UpstreamProtocolError("a chunk does not end with CRLF")
+        else:
+            self.done = True
 
     def _next_chunk(self) -> bool:
         """Read the next chunk's size line; False (and ``done``) at the last, empty chunk."""
         line = self._fp.readline(1026)
         size = line.split(b";", 1)[0].strip()
-        if not _HEX_DIGITS.match(size):
+        if not _HEX_DIGITS.match(size) or len(size) > 12:  # 12 hex digits: 256 TiB, plenty
             if not line:
                 raise UpstreamIncomplete("the body ended before its last chunk")
             raise UpstreamProtocolError("bad chunk size line %r" % line[:60])
@@ -981,7 +991,7 @@ def open_tunnel(sock: socket.socket, host: str, port: int, headers: Dict[str, st
 class UpstreamExchange:
     """One request/response on a pooled connection.
 
-    ``read()`` reads the whole body, ``readline()`` reads a stream line by line.
+    ``read()`` reads the whole body, ``read_some()`` a stream piece by piece as it arrives.
     ``release()`` hands the connection back for reuse (only when the body was read to
     the end and the server keeps the connection alive); ``close()`` drops it.
     """
@@ -995,7 +1005,7 @@ class UpstreamExchange:
         self.status = response.status
         self.headers = response.headers
         self.deadline = None  # type: Optional[float]  # time.monotonic() by which the body must end
-        self._timeout = None  # type: Optional[float]  # the socket timeout readline() last set
+        self._timeout = None  # type: Optional[float]  # the socket timeout read_some() last set
 
     def read(self) -> bytes:
         try:
@@ -1006,8 +1016,8 @@ class UpstreamExchange:
         self.release()
         return data
 
-    def readline(self, limit: int = -1) -> bytes:
-        """One line of the body, waiting at most the idle timeout and never past the deadline."""
+    def read_some(self) -> bytes:
+        """The next piece of the body, waiting at most the idle timeout and never past the deadline."""
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
@@ -1017,7 +1027,7 @@ class UpstreamExchange:
             if sock is not None and timeout != self._timeout:  # a syscall or two: only when it changes
                 sock.settimeout(timeout)
                 self._timeout = timeout
-        return self.response.readline(limit)
+        return self.response.read_some()
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
@@ -1519,7 +1529,7 @@ class Upstream:
             body, headers["Content-Type"] = raw
         elif payload is not None:
             try:
-                body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                body = compact_json(payload).encode("utf-8")
             except UnicodeEncodeError:  # e.g. "\ud800" inside tool arguments, decoded late
                 raise bad_request("the request has an unpaired surrogate (\\ud800-\\udfff), which is not Unicode "
                                   "text", None, "invalid_encoding")
@@ -2860,33 +2870,54 @@ def to_embeddings_response(vectors: List[List[float]], model: str, tokens: int, 
 MAX_SSE_LINE = 16 * 1024 * 1024
 
 
-def iter_sse_data(readline: Callable[[int], bytes]) -> Iterator[str]:
-    """Yield the ``data`` of each server-sent event; comments and other fields are skipped."""
+def iter_sse_data(read: Callable[[], bytes]) -> Iterator[str]:
+    """Yield the ``data`` of each server-sent event; comments and other fields are skipped.
+
+    ``read()`` returns the next piece of the body as it arrives (b"" at its end); pieces
+    may split lines anywhere.  Each event is yielded as soon as its blank line is in,
+    before anything more is read.  A line of MAX_SSE_LINE bytes or more is refused.
+    """
     data_lines = []  # type: List[str]
+    partial = []  # type: List[bytes]  # the start of a line whose end has not arrived
+    partial_size = 0
     while True:
-        line = readline(MAX_SSE_LINE)
-        if not line:
+        block = read()
+        if not block:  # the end: what is left is the last line
+            lines = [b"".join(partial)] if partial else []
+        elif b"\n" not in block:  # more of a line whose end has not arrived
+            partial.append(block)
+            partial_size += len(block)
+            lines = []
+        else:
+            lines = block.split(b"\n")
+            if partial:  # the first line continues what earlier blocks ended with
+                lines[0] = b"".join(partial) + lines[0]
+            tail = lines.pop()
+            partial, partial_size = ([tail] if tail else []), len(tail)
+        if partial_size >= MAX_SSE_LINE or any(len(line) >= MAX_SSE_LINE for line in lines):
+            raise ProxyError(502, "GigaChat sent an event larger than %d bytes" % MAX_SSE_LINE,
+                             "api_error", "upstream_bad_response")
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data_lines:
+                    yield "\n".join(data_lines)
+                    data_lines = []
+                continue
+            field, _, value = line.partition(b":")
+            if field == b"data":
+                if value.startswith(b" "):
+                    value = value[1:]
+                data_lines.append(value.decode("utf-8", "replace"))
+        if not block:
             if data_lines:
                 yield "\n".join(data_lines)
             return
-        if not line.endswith(b"\n") and len(line) >= MAX_SSE_LINE:
-            raise ProxyError(502, "GigaChat sent an event larger than %d bytes" % MAX_SSE_LINE,
-                             "api_error", "upstream_bad_response")
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if data_lines:
-                yield "\n".join(data_lines)
-                data_lines = []
-            continue
-        field, _, value = line.partition(b":")
-        if field == b"data":
-            if value.startswith(b" "):
-                value = value[1:]
-            data_lines.append(value.decode("utf-8", "replace"))
 
 
 def sse_event(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+    return b"data: " + compact_json(obj).encode("utf-8") + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -3268,7 +3299,7 @@ class Handler:
         self.connection.sendall(data)
 
     def _send_json(self, status: int, obj: Any, headers: Optional[Dict[str, str]] = None) -> None:
-        data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data = compact_json(obj).encode("utf-8")
         self._status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -3691,7 +3722,7 @@ class Handler:
             self._head.append(b"\r\n")  # held: it leaves with the first event
             self._stream_started = True
             try:
-                for data in iter_sse_data(exchange.readline):
+                for data in iter_sse_data(exchange.read_some):
                     if data.strip() == "[DONE]":
                         finished = True
                         break

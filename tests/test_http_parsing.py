@@ -73,25 +73,41 @@ def test_upstream_response_skips_interim_answers_and_reads_a_chunked_body():
     assert response.done and response.read() == b""
 
 
-def test_upstream_stream_lines_span_chunks_and_chunk_extensions_are_ignored():
+def test_upstream_stream_pieces_come_chunk_by_chunk_and_chunk_extensions_are_ignored():
     raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"4;ext=1\r\ndata\r\n9\r\n: 1\n\ndata\r\n3\r\n: 2\r\n2\r\n\n\n\r\n0\r\nX-Trailer: t\r\n\r\n")
     response = read_response(raw)
-    lines = []
+    pieces = []
     while True:
-        line = response.readline(65536)
-        if not line:
+        piece = response.read_some()
+        if not piece:
             break
-        lines.append(line)
-    assert lines == [b"data: 1\n", b"\n", b"data: 2\n", b"\n"]
+        pieces.append(piece)
+    assert pieces == [b"data", b": 1\n\ndata", b": 2", b"\n\n"]
     assert response.done and not response.will_close
 
 
-def test_upstream_readline_honours_its_limit_across_chunks():
-    response = read_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")
-    assert response.readline(4) == b"abcd"
-    assert response.readline(10) == b"ef"
-    assert response.done
+@pytest.mark.parametrize("raw,pieces", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabcdefXX", [b"abcdef"]),
+    (b"HTTP/1.1 200 OK\r\n\r\nto the end", [b"to the end"]),
+])
+def test_upstream_read_some_without_chunks(raw, pieces):
+    response = read_response(raw)
+    got = []
+    while True:
+        piece = response.read_some()
+        if not piece:
+            break
+        got.append(piece)
+    assert got == pieces and response.done
+
+
+def test_upstream_read_some_does_not_wait_for_the_rest_of_a_chunk():
+    """A chunk announced as 10 bytes, of which 4 are in: those 4 are passed on at once."""
+    response = read_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\nabcd")
+    assert response.read_some() == b"abcd"
+    with pytest.raises(gigaproxy.UpstreamIncomplete):  # and then the connection ended
+        response.read_some()
 
 
 @pytest.mark.parametrize("raw,body,will_close", [
@@ -130,6 +146,7 @@ def test_upstream_read_with_a_limit_stops_there():
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",  # no CRLF after data
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",        # cut inside a chunk
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",                # no last chunk
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"f" * 13 + b"\r\nabc",  # absurd size
 ])
 def test_upstream_protocol_errors_are_upstream_protocol_errors(raw):
     with pytest.raises(gigaproxy.UpstreamProtocolError):

@@ -313,7 +313,7 @@ def test_stream_fixture(case: str) -> None:
     check_stream(chunks, include_usage)
     # Every chunk survives the wire: sse_event() then iter_sse_data() gives it back.
     wire = b"".join(sse_event(chunk) for chunk in chunks)
-    decoded = [json.loads(data) for data in iter_sse_data(io.BytesIO(wire).readline)]
+    decoded = [json.loads(data) for data in iter_sse_data(io.BytesIO(wire).read1)]
     assert decoded == chunks
 
 
@@ -980,36 +980,18 @@ def test_stream_translator_is_deterministic() -> None:
 # --------------------------------------------------------------------------
 # SSE reader and writer
 # --------------------------------------------------------------------------
-class _TrickleRaw(io.RawIOBase):
-    """A socket-like raw stream that hands out its bytes in the given odd-sized pieces."""
+def _pieces_of(data: bytes, sizes: Sequence[int]) -> Callable[[], bytes]:
+    """A read_some() that hands out ``data`` in the given odd-sized pieces, then b"" for ever."""
+    state = {"pos": 0, "turn": 0}
 
-    def __init__(self, data: bytes, sizes: Sequence[int]) -> None:
-        self._data = data
-        self._pos = 0
-        self._sizes = list(sizes)
-        self._turn = 0
+    def read_some() -> bytes:
+        size = sizes[state["turn"] % len(sizes)]
+        state["turn"] += 1
+        piece = data[state["pos"]:state["pos"] + size]
+        state["pos"] += len(piece)
+        return piece
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        size = min(len(buffer), self._sizes[self._turn % len(self._sizes)], len(self._data) - self._pos)
-        self._turn += 1
-        buffer[:size] = self._data[self._pos:self._pos + size]
-        self._pos += size
-        return size
-
-
-def _readline_over(data: bytes, sizes: Sequence[int]) -> Callable[[int], bytes]:
-    reader = io.BufferedReader(_TrickleRaw(data, sizes), buffer_size=8)
-    limits = []  # type: List[int]
-
-    def readline(limit: int = -1) -> bytes:
-        limits.append(limit)
-        return reader.readline(limit)
-
-    readline.limits = limits  # type: ignore[attr-defined]
-    return readline
+    return read_some
 
 
 SPLITS = [[1], [2, 3], [7, 1, 5], [4096]]
@@ -1050,29 +1032,34 @@ SSE_CASES = [
 @pytest.mark.parametrize("sizes", SPLITS, ids=lambda s: "split" + "-".join(map(str, s)))
 @pytest.mark.parametrize("raw,expected", [(r, e) for _, r, e in SSE_CASES], ids=[i for i, _, _ in SSE_CASES])
 def test_iter_sse_data(raw: bytes, expected: List[str], sizes: List[int]) -> None:
-    readline = _readline_over(raw, sizes)
-    assert list(iter_sse_data(readline)) == expected
-    assert all(isinstance(limit, int) and limit > 0 for limit in readline.limits)  # type: ignore[attr-defined]
+    assert list(iter_sse_data(_pieces_of(raw, sizes))) == expected
 
 
 def test_iter_sse_data_is_lazy() -> None:
     """Each event is yielded as soon as its blank line arrives, before the rest is read."""
-    lines = iter([b'data: {"a":1}\n', b"\n"])
+    pieces = iter([b'data: {"a"', b':1}\n', b"\ndata: {", b'"b":2}\n\n'])
 
-    def readline(limit: int = -1) -> bytes:
+    def read_some() -> bytes:
         try:
-            return next(lines)
+            return next(pieces)
         except StopIteration:
-            raise AssertionError("read past the first event")
+            raise AssertionError("read past the second event")
 
-    assert next(iter_sse_data(readline)) == '{"a":1}'
+    events = iter_sse_data(read_some)
+    assert next(events) == '{"a":1}'
+    assert next(events) == '{"b":2}'
 
 
-def test_iter_sse_data_refuses_an_oversized_line(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("pieces", [
+    [b"data: " + b"x" * 200 + b"\n\n"],           # one line too long, in one piece
+    [b"data: "] + [b"x" * 10] * 20,                # growing without an end of line
+    [b"data: 1\n\ndata: " + b"x" * 30, b"x" * 40],  # the tail of a piece, then more
+])
+def test_iter_sse_data_refuses_an_oversized_line(monkeypatch: pytest.MonkeyPatch, pieces: List[bytes]) -> None:
     monkeypatch.setattr(gigaproxy, "MAX_SSE_LINE", 64)
-    readline = io.BytesIO(b"data: " + b"x" * 200 + b"\n\n").readline
+    feed = iter(pieces)
     with pytest.raises(ProxyError) as info:
-        list(iter_sse_data(readline))
+        list(iter_sse_data(lambda: next(feed, b"")))
     assert info.value.status == 502
 
 
@@ -1089,7 +1076,7 @@ def test_sse_round_trip_through_odd_splits() -> None:
     chunks = translate_stream(_load_jsonl(os.path.join(FIXTURES, "streams", "reasoning_with_usage.gigachat.jsonl")),
                               include_usage=True)
     wire = b"".join(sse_event(c) for c in chunks) + gigaproxy.SSE_DONE
-    data = list(iter_sse_data(_readline_over(wire, [3, 1, 2])))
+    data = list(iter_sse_data(_pieces_of(wire, [3, 1, 2])))
     assert data[-1] == "[DONE]"
     assert [json.loads(d) for d in data[:-1]] == chunks
 
