@@ -47,13 +47,14 @@ from __future__ import annotations
 # Start-up time counts (issue #6: first answer within 0.15 s of the process starting), so
 # modules that import much and are needed rarely are imported where they are used:
 # email.utils (an HTTP-date Retry-After), hashlib (image uploads), hmac (the API key
-# check); uuid is replaced by the two helpers under Constants.
+# check), ipaddress (NO_PROXY, image URLs, a --host other than the usual loopback names).
+# uuid is replaced by two helpers under Constants; http.client, http.server and
+# socketserver by the lean HTTP/1.1 code in "TLS & transport" and "HTTP handler".
 
 import argparse
 import base64
 import binascii
 import collections
-import ipaddress
 import json
 import logging
 import os
@@ -595,8 +596,10 @@ def load_config(
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
+    if host.lower() in ("localhost", "127.0.0.1", "::1", "[::1]"):  # the usual cases, without ipaddress
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -694,6 +697,8 @@ def proxy_bypassed(host: str, port: int, no_proxy: Optional[str]) -> bool:
     if not no_proxy:
         return False
     host = host.lower().rstrip(".").strip("[]")
+    import ipaddress
+
     try:
         address = ipaddress.ip_address(host)  # type: Optional[Any]
     except ValueError:
@@ -1178,6 +1183,8 @@ class Transport:
 
 
 def _public_address(address: str) -> bool:
+    import ipaddress
+
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
         ip = ip.ipv4_mapped  # type: ignore[union-attr]
