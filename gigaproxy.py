@@ -55,6 +55,7 @@ import argparse
 import base64
 import binascii
 import collections
+import io
 import json
 import logging
 import os
@@ -3164,6 +3165,7 @@ class _DeadlineReader:
 
 
 _REQUEST_VERSION = re.compile(r"HTTP/(\d{1,10})\.(\d{1,10})\Z")
+_END_OF_HEAD = re.compile(rb"\n\r?\n")  # the blank line after the headers
 
 
 class Handler:
@@ -3206,7 +3208,8 @@ class Handler:
         self.close_connection = True
         try:
             self.connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
-            if not self._input.peek(1):
+            arrived = self._input.peek(1)
+            if not arrived:
                 return
         except OSError:  # idle too long, or the client went away
             return
@@ -3214,8 +3217,12 @@ class Handler:
                                      time.monotonic() + self.server.config.client_timeout)
         self.command = ""
         self.request_version = "HTTP/1.0"  # how errors are answered until the request line says otherwise
+        # Usually the whole head came in one piece: then it is split into lines in memory,
+        # not read line by line under the deadline (same lines, same rules, a tenth of the calls).
+        end = _END_OF_HEAD.search(arrived)
+        self._head_lines = io.BytesIO(self._input.read(end.end())).readline if end else self.rfile.readline
         try:
-            self.raw_requestline = self.rfile.readline(65537)
+            self.raw_requestline = self._head_lines(65537)
             if len(self.raw_requestline) > 65536:
                 self.send_error(414, "Request line too long")
                 return
@@ -3256,7 +3263,7 @@ class Handler:
             self.close_connection = False
         self.command, self.path = command, ("/" + path.lstrip("/")) if path.startswith("//") else path
         try:
-            self.headers = Headers(read_header_lines(self.rfile.readline))
+            self.headers = Headers(read_header_lines(self._head_lines))
         except BadHeaders as exc:
             self.send_error(exc.status, str(exc))
             return False
