@@ -937,12 +937,19 @@ class UpstreamResponse:
 class UpstreamConnection:
     """A socket to an upstream host (TLS when https; through a CONNECT tunnel if set) and its reader."""
 
-    __slots__ = ("sock", "fp", "host_header")
+    __slots__ = ("sock", "fp", "host_header", "timeout")
 
     def __init__(self, sock: socket.socket, host_header: str) -> None:
         self.sock = sock
         self.fp = sock.makefile("rb")
         self.host_header = host_header
+        self.timeout = sock.gettimeout()
+
+    def set_timeout(self, seconds: float) -> None:
+        """Set the socket's timeout; no syscall when it already is that."""
+        if seconds != self.timeout:
+            self.sock.settimeout(seconds)
+            self.timeout = seconds
 
     def send(self, method: str, target: str, body: Optional[bytes], headers: Dict[str, str]) -> None:
         """Write one request: the head and a small body in one send."""
@@ -1011,7 +1018,6 @@ class UpstreamExchange:
         self.status = response.status
         self.headers = response.headers
         self.deadline = None  # type: Optional[float]  # time.monotonic() by which the body must end
-        self._timeout = None  # type: Optional[float]  # the socket timeout read_some() last set
 
     def read(self) -> bytes:
         try:
@@ -1028,11 +1034,8 @@ class UpstreamExchange:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise _total_timeout_error()
-            timeout = min(self._transport.read_timeout, left)
-            sock = self._conn.sock if self._conn is not None else None
-            if sock is not None and timeout != self._timeout:  # a syscall or two: only when it changes
-                sock.settimeout(timeout)
-                self._timeout = timeout
+            if self._conn is not None:
+                self._conn.set_timeout(min(self._transport.read_timeout, left))
         return self.response.read_some()
 
     def release(self) -> None:
@@ -1163,7 +1166,7 @@ class Transport:
                         error.retryable = True
                     raise error
             try:
-                conn.sock.settimeout(min(self.read_timeout, left))
+                conn.set_timeout(min(self.read_timeout, left))
                 conn.send(method, target, body, headers)
                 response = UpstreamResponse(conn.fp, method)
             except _STALE_CONNECTION_ERRORS:
@@ -3116,23 +3119,31 @@ class _DeadlineReader:
     Each read is one ``recv`` at most, with the socket timeout set to the time left, so a
     client that trickles a byte at a time (slowloris) cannot hold a thread past the
     deadline.  Past it, reads raise ``socket.timeout``, which ends a request still in its
-    head quietly and which the body reader turns into a 408.
+    head quietly and which the body reader turns into a 408.  ``buffered`` bytes are
+    known to be in the reader's buffer already: reading them waits for nothing, so the
+    deadline is not armed for them (no syscall for a request that arrived whole).
     """
 
-    def __init__(self, raw: Any, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, raw: Any, handler: "Handler", deadline: float, buffered: int = 0) -> None:
         self._raw = raw
-        self._sock = sock
+        self._handler = handler
         self.deadline = deadline
-        self._armed = None  # type: Optional[float]  # the socket timeout last set
+        self.buffered = buffered
 
     def _arm(self) -> None:
-        """Bound the next recv by the time left; re-set (a syscall) only once a second."""
+        """Bound the next recv by the time left (re-set, a syscall, only when off by a second)."""
+        if self.buffered > 0:
+            return
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout("the request was not received within GIGAPROXY_CLIENT_TIMEOUT")
-        if self._armed is None or self._armed - left > 1.0 or left < 1.0:
-            self._sock.settimeout(left)
-            self._armed = left
+        current = self._handler.socket_timeout
+        if current - left > 1.0 or (left < 1.0 and current > left):
+            self._handler.set_socket_timeout(left)
+
+    def _took(self, data: bytes) -> bytes:
+        self.buffered = max(0, self.buffered - len(data))
+        return data
 
     def readline(self, limit: int = -1) -> bytes:
         parts, size = [], 0
@@ -3145,7 +3156,7 @@ class _DeadlineReader:
             take = len(available) if end < 0 else end + 1
             if limit >= 0:
                 take = min(take, limit - size)
-            part = self._raw.read(take)
+            part = self._took(self._raw.read(take))
             parts.append(part)
             size += len(part)
             if part.endswith(b"\n"):
@@ -3156,7 +3167,7 @@ class _DeadlineReader:
         parts, got = [], 0
         while size < 0 or got < size:
             self._arm()
-            part = self._raw.read1(65536 if size < 0 else min(65536, size - got))
+            part = self._took(self._raw.read1(65536 if size < 0 else min(65536, size - got)))
             if not part:
                 break
             parts.append(part)
@@ -3191,6 +3202,7 @@ class Handler:
         self.server = server
         self._head = []  # type: List[bytes]  # the response head, held until it is sent (with a body if small)
         connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
+        self.socket_timeout = DEFAULT_CLIENT_IDLE_TIMEOUT  # what the connection's timeout is set to
         try:
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -3207,19 +3219,19 @@ class Handler:
         """Wait (up to the idle timeout) for a request, then give it GIGAPROXY_CLIENT_TIMEOUT."""
         self.close_connection = True
         try:
-            self.connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
+            self.set_socket_timeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
             arrived = self._input.peek(1)
             if not arrived:
                 return
         except OSError:  # idle too long, or the client went away
             return
-        self.rfile = _DeadlineReader(self._input, self.connection,
-                                     time.monotonic() + self.server.config.client_timeout)
         self.command = ""
         self.request_version = "HTTP/1.0"  # how errors are answered until the request line says otherwise
         # Usually the whole head came in one piece: then it is split into lines in memory,
         # not read line by line under the deadline (same lines, same rules, a tenth of the calls).
         end = _END_OF_HEAD.search(arrived)
+        self.rfile = _DeadlineReader(self._input, self, time.monotonic() + self.server.config.client_timeout,
+                                     len(arrived) - end.end() if end else 0)
         self._head_lines = io.BytesIO(self._input.read(end.end())).readline if end else self.rfile.readline
         try:
             self.raw_requestline = self._head_lines(65537)
@@ -3289,6 +3301,12 @@ class Handler:
         self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
 
+    def set_socket_timeout(self, seconds: float) -> None:
+        """Set the connection's timeout; no syscall when it already is that."""
+        if seconds != self.socket_timeout:
+            self.connection.settimeout(seconds)
+            self.socket_timeout = seconds
+
     def send_error(self, code: int, message: str) -> None:
         """Malformed request lines and headers: answered in JSON like every other error."""
         self.close_connection = True
@@ -3355,7 +3373,7 @@ class Handler:
         path = urllib.parse.urlsplit(self.path).path
         self.server.request_started()
         try:
-            self.connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)  # for writing; body reads re-arm it
+            self.set_socket_timeout(DEFAULT_CLIENT_IDLE_TIMEOUT)  # for writing; body reads re-arm it
             self._check_api_key(path)
             handler, args = self._route(path)
             handler(*args)
@@ -3409,7 +3427,7 @@ class Handler:
         deadline = time.monotonic() + DRAIN_SECONDS
         try:
             while size != 0 and time.monotonic() < deadline:
-                self.connection.settimeout(max(0.01, deadline - time.monotonic()))
+                self.set_socket_timeout(max(0.01, deadline - time.monotonic()))
                 part = self._input.read1(65536 if size < 0 else min(size, 65536))
                 if not part:
                     break
@@ -3503,7 +3521,7 @@ class Handler:
         except OSError as exc:
             raise _ClientGone(exc)
         finally:
-            self.connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
+            self.set_socket_timeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
 
     def _read_body_unguarded(self) -> bytes:
         limit = self.server.config.max_body_bytes
