@@ -802,6 +802,7 @@ class UpstreamClosed(ConnectionResetError):
 
 
 _STATUS_LINE = re.compile(r"(HTTP/1\.[0-9]) +([0-9]{3})(?: (.*))?\Z")
+_CHUNK_SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,12})[ \t]*(?:;[^\r\n]*)?\r?\n\Z")  # 12 hex digits: 256 TiB
 _BAD_HEADER_VALUE = re.compile(r"[\r\n\x00]")
 
 
@@ -918,12 +919,12 @@ class UpstreamResponse:
     def _next_chunk(self) -> bool:
         """Read the next chunk's size line; False (and ``done``) at the last, empty chunk."""
         line = self._fp.readline(1026)
-        size = line.split(b";", 1)[0].strip()
-        if not _HEX_DIGITS.match(size) or len(size) > 12:  # 12 hex digits: 256 TiB, plenty
+        match = _CHUNK_SIZE_LINE.match(line)
+        if match is None:
             if not line:
                 raise UpstreamIncomplete("the body ended before its last chunk")
             raise UpstreamProtocolError("bad chunk size line %r" % line[:60])
-        self._left = int(size, 16)
+        self._left = int(match.group(1), 16)
         if self._left:
             return True
         try:
@@ -2905,7 +2906,10 @@ def iter_sse_data(read: Callable[[], bytes]) -> Iterator[str]:
                 lines[0] = b"".join(partial) + lines[0]
             tail = lines.pop()
             partial, partial_size = ([tail] if tail else []), len(tail)
-        if partial_size >= MAX_SSE_LINE or any(len(line) >= MAX_SSE_LINE for line in lines):
+        longest = len(lines[0]) if lines else 0  # the one line that can carry earlier blocks
+        if len(block) >= MAX_SSE_LINE and lines:  # only then can a line within the block be too long
+            longest = max(len(line) for line in lines)
+        if partial_size >= MAX_SSE_LINE or longest >= MAX_SSE_LINE:
             raise ProxyError(502, "GigaChat sent an event larger than %d bytes" % MAX_SSE_LINE,
                              "api_error", "upstream_bad_response")
         for line in lines:
