@@ -68,7 +68,13 @@ interleaved, in ``--reps`` repetitions; the table shows medians over repetitions
   the peak under 32 concurrent streams, and threads/RSS around a 20,000-request run
   (16 clients, each reconnecting every 100 requests so threads come and go).
 * cold start: ``Popen`` -> the first chat completion answered (token fetch included),
-  next to the start-up time of a bare ``python -c pass``.
+  next to the start-up time of a bare ``python -c pass``.  Cold start and idle RSS are
+  measured twice: ``python gigaproxy.py`` (Python compiles the file at every start) and
+  ``python -m gigaproxy`` (the bytecode cached in __pycache__ by an earlier run; the
+  script compiles it first with py_compile, as a first run would).  Next to them, the
+  RSS of a bare Python TLS client (the modules gigaproxy cannot do without and one TLS
+  connection): the floor any Python proxy starts from.
+* kernel share: the proxy's system time / its CPU time in a cell (/proc/<pid>/stat).
 * conns to fake: connections the fake accepted during a cell; through the proxy these
   are the upstream connections (TLS handshakes) gigaproxy opened, i.e. how well its
   keep-alive pool works.
@@ -175,6 +181,17 @@ def proc_cpu(pid, tree=False):
         except (OSError, ValueError, IndexError):
             pass
     return total
+
+
+def proc_ticks(pid):
+    """(user, system) CPU clock ticks of a process so far (Linux /proc/<pid>/stat), or None."""
+    if not IS_LINUX or not pid:
+        return None
+    try:
+        fields = _stat_fields(pid)
+        return int(fields[11]), int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def proc_mem(pid, tree=False):
@@ -777,6 +794,30 @@ class Bench:
         self.procs.remove(proc)
         return time.monotonic() - t0
 
+    def tls_floor_rss(self):
+        """VmRSS (MiB) of a minimal Python TLS client: what any Python proxy holds before its own code.
+
+        ``python -c``: the modules gigaproxy cannot do without (ssl, socket, threading,
+        json, logging, argparse) and one verified TLS connection to the fake, then idle.
+        """
+        _, port, _ = self.upstream()
+        code = ("import argparse, json, logging, socket, ssl, sys, threading\n"
+                "c = ssl.create_default_context(cafile=%r)\n"
+                "s = socket.create_connection(('127.0.0.1', %d))\n"
+                "s = c.wrap_socket(s, server_hostname='127.0.0.1') if %r else s\n"
+                "print('ready', flush=True)\n"
+                "sys.stdin.read()\n" % (CA_FILE, port, self.args.tls))
+        proc = self.spawn([sys.executable, "-c", code], cores=self.proxy_core, cwd=self.tmp, env=self.proxy_env(),
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            proc.stdout.readline()
+            time.sleep(0.2)
+            return proc_mem(proc.pid)[0]
+        finally:
+            proc.stdin.close()
+            proc.wait(10)
+            self.procs.remove(proc)
+
     def say(self, text):
         print(text, flush=True)
         self.notes.append(text)
@@ -837,11 +878,19 @@ class Bench:
             env["GIGAPROXY_LOG_LEVEL"] = self.args.proxy_log_level
         return env
 
-    def start_proxy(self, workers=None, profile_out=None):
-        """Start gigaproxy; returns a dict with the process, port and cold-start timings."""
+    def start_proxy(self, workers=None, profile_out=None, module=False):
+        """Start gigaproxy; returns a dict with the process, port and cold-start timings.
+
+        ``module``: as ``python -m gigaproxy`` (found through PYTHONPATH), which runs the
+        bytecode Python cached in __pycache__ instead of compiling the file at every start.
+        """
         self.proxy_count += 1
         log_path = os.path.join(self.tmp, "proxy-%d.log" % self.proxy_count)
         argv = [sys.executable, self.script, "--port", "0"]
+        env = self.proxy_env()
+        if module:
+            argv = [sys.executable, "-m", "gigaproxy", "--port", "0"]
+            env["PYTHONPATH"] = self.script_dir
         if profile_out:
             argv = [sys.executable, os.path.abspath(__file__), "--_role", "profiled-proxy", "--out", profile_out,
                     "--dir", self.script_dir, "--", "--port", "0"]
@@ -851,7 +900,7 @@ class Bench:
         log_file = open(log_path, "wb")
         t0 = time.monotonic()
         proc = self.spawn(argv, cores=cores, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                          cwd=self.tmp, env=self.proxy_env())
+                          cwd=self.tmp, env=env)
         log_file.close()
         proxy = {"proc": proc, "pid": proc.pid, "tree": bool(workers and workers > 1)}
         self.proxies.append(proxy)  # from now on cleanup() stops it, workers included
@@ -950,11 +999,16 @@ class Bench:
             cmd.update(port=fake_port, tls=tls, path="/api/v1/chat/completions",
                        body=chat_body(stream, True).decode("utf-8"), headers="Authorization: Bearer %s\r\n" % TOKEN)
         accepted = self.fake_accepted()
+        ticks = proc_ticks(proxy["pid"]) if target == "proxy" and not proxy["tree"] else None
         self.loadgen.stdin.write((json.dumps(cmd) + "\n").encode("utf-8"))
         self.loadgen.stdin.flush()
         budget = (duration or 0) + (requests or 0) / 50.0 + 120
         result = json.loads(self.loadgen_out.readline(budget))
         result["fake_conns"] = self.fake_accepted() - accepted
+        result["sys_share"] = None
+        after = proc_ticks(proxy["pid"]) if ticks else None
+        if ticks and after and sum(after) - sum(ticks) >= 20:  # 10 ms ticks: too few say nothing
+            result["sys_share"] = (after[1] - ticks[1]) / float(sum(after) - sum(ticks))
         if "fatal" in result:
             raise RuntimeError("load generator failed: %s" % result["fatal"])
         if result["errors"]:
@@ -1018,11 +1072,20 @@ def full_run(bench):
     per = {"proxy": {c: [] for c in CELLS}, "fake": {c: [] for c in CELLS}}
     multi = {c: [] for c in CELLS if c[0] == "ns" and c[1] > 1}
     starts, idle_rss, idle_threads, loaded_idle_rss, stream32, bare = [], [], [], [], [], []
+    module_starts, module_rss, floor_rss = [], [], []
     soak = None
     t_begin = time.monotonic()
     tax = bench.wakeup_tax()
+    import py_compile
+    py_compile.compile(bench.script, doraise=True)  # the __pycache__ a first `python -m gigaproxy` leaves
     for rep in range(reps):
         bare.append(bench.python_start())
+        floor_rss.append(bench.tls_floor_rss())
+        mproxy = bench.start_proxy(module=True)
+        module_starts.append(mproxy["cold_s"])
+        time.sleep(0.5)
+        module_rss.append(proc_mem(mproxy["pid"])[0])
+        bench.stop_proxy(mproxy)
         proxy = bench.start_proxy()
         starts.append((proxy["listen_s"], proxy["cold_s"]))
         time.sleep(0.5)
@@ -1059,7 +1122,7 @@ def full_run(bench):
                 bench.say("  %d workers %-14s %8.1f req/s" % (workers, cell_name(*key), r["rps"] or 0))
             bench.stop_proxy(mproxy)
     print_report(bench, version, per, multi, workers, starts, idle_rss, idle_threads, loaded_idle_rss, stream32,
-                 soak, bare, tax, time.monotonic() - t_begin)
+                 soak, bare, tax, time.monotonic() - t_begin, (module_starts, module_rss, floor_rss))
 
 
 def soak_run(bench, proxy):
@@ -1089,7 +1152,7 @@ def per_unit_cpu_ms(r):
 
 
 def print_report(bench, version, per, multi, workers, starts, idle_rss, idle_threads, loaded_idle_rss, stream32,
-                 soak, bare, tax, seconds):
+                 soak, bare, tax, seconds, module):
     args = bench.args
     P, F = per["proxy"], per["fake"]
 
@@ -1135,10 +1198,12 @@ def print_report(bench, version, per, multi, workers, starts, idle_rss, idle_thr
     print("| | req/s, c=1 / 8 / 32 | added p50 latency, c=1 | added TTFB, stream c=1 / c=16 | CPU per request "
           "| CPU per %d-chunk stream | idle RSS | cold start |" % args.chunks)
     print("|---|---|---|---|---|---|---|---|")
-    print("| %s (this run) | %s | %s | %s / %s | %s | %s | %s | %s |" % (
+    module_starts, module_rss, floor_rss = module
+    print("| %s (this run) | %s | %s | %s / %s | %s | %s | %s; -m: %s | %s; -m: %s |" % (
         version, joined(rps), fmt(added(("ns", 1), "p50"), " ms", 2, True),
         fmt(added(("s", 1), "ttfb50"), "", 2, True), fmt(added(("s", 16), "ttfb50"), " ms", 2, True),
-        span(cpu_req, 2), span(cpu_stream, 1), fmt(rss_idle, " MiB", 1), fmt(cold, " s", 3)))
+        span(cpu_req, 2), span(cpu_stream, 1), fmt(rss_idle, " MiB", 1), fmt(med(module_rss), " MiB", 1),
+        fmt(cold, " s", 3), fmt(med(module_starts), " s", 3)))
     print("| fake GigaChat directly (baseline) | %s | p50 %s | TTFB %s / %s | - | - | - | - |" % (
         joined(base_rps), fmt(m(("ns", 1), "p50", F), " ms", 2),
         fmt(m(("s", 1), "ttfb50", F), "", 2), fmt(m(("s", 16), "ttfb50", F), " ms", 2)))
@@ -1149,27 +1214,33 @@ def print_report(bench, version, per, multi, workers, starts, idle_rss, idle_thr
               % (workers, " / ".join(fmt(med([r["rps"] for r in multi[k]]), digits=0) for k in sorted(multi))))
     print()
     print("CPU per request: the range over c=1 / 8 / 32; per stream: over c=1 / 16 (see the per-cell table).")
+    print("Idle RSS and cold start: 'python gigaproxy.py' (compiles the file at every start), then '-m': 'python -m")
+    print("gigaproxy' with the bytecode Python cached in __pycache__ on an earlier run.")
     print()
     print("Per cell (proxy value, then the baseline, then the difference; CPU = the proxy's, per request or stream;")
-    print("'proxy core' = proxy CPU / wall time; 'gen core' = (fake + load generator CPU) / wall time on their core;")
+    print("'kernel share' = the part of the proxy's CPU spent in the kernel (system time: socket calls, and on")
+    print("loopback the receiving side's TCP work too); 'proxy core' = proxy CPU / wall time; 'gen core' = (fake +")
+    print("load generator CPU) / wall time on their core;")
     print("'conns to fake' = connections the fake accepted during the cell, warm-up included: through the proxy,")
     print("the upstream connections (TLS handshakes) gigaproxy opened; directly, one per client):")
     print()
     print("| cell | | req/s | p50 ms | p99 ms | TTFB p50 / p99 ms | chunk delay p50 / p99 / max ms | CPU ms "
-          "| proxy core | gen core | fake CPU ms | conns to fake | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| kernel share | proxy core | gen core | fake CPU ms | conns to fake | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in CELLS:
         rows = (("proxy", P), ("fake", F))
         for label, data in rows:
             rs = data[key]
             stream = key[0] == "s"
-            print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+            print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
                 cell_name(*key) if label == "proxy" else "", label,
                 fmt(m(key, "rps", data), digits=0), fmt(m(key, "p50", data)), fmt(m(key, "p99", data)),
                 (fmt(m(key, "ttfb50", data)) + " / " + fmt(m(key, "ttfb99", data))) if stream else "",
                 (" / ".join(fmt(m(key, f, data), digits=3) for f in ("delay50", "delay99", "delaymax")))
                 if stream else "",
                 fmt(cpu(key), digits=3 if not stream else 2) if label == "proxy" else "",
+                fmt(med([r["sys_share"] * 100 for r in rs if r.get("sys_share") is not None]), "%", 0)
+                if label == "proxy" else "",
                 fmt(med([r["proxy_cpu"] / r["elapsed"] * 100 for r in rs if r["proxy_cpu"] is not None]), "%", 0)
                 if label == "proxy" else "",
                 fmt(med([(r["fake_cpu"] + r["gen_cpu"]) / r["elapsed"] * 100 for r in rs
@@ -1178,7 +1249,7 @@ def print_report(bench, version, per, multi, workers, starts, idle_rss, idle_thr
                     digits=3),
                 fmt(med([r["fake_conns"] for r in rs]), digits=0),
                 sum(r["errors"] for r in rs)))
-        print("| | added | %s | %s | %s | %s | %s | | | | | | |" % (
+        print("| | added | %s | %s | %s | %s | %s | | | | | | | |" % (
             fmt(added(key, "rps"), "", 0, True), fmt(added(key, "p50"), "", 2, True),
             fmt(added(key, "p99"), "", 2, True),
             (fmt(added(key, "ttfb50"), "", 2, True) + " / " + fmt(added(key, "ttfb99"), "", 2, True))
@@ -1197,6 +1268,11 @@ def print_report(bench, version, per, multi, workers, starts, idle_rss, idle_thr
              ", ".join("%.3f" % s[1] for s in starts)))
     print("              a bare 'python -c pass' takes %s s here (the floor for any Python program)"
           % fmt(med(bare), digits=3))
+    print("  'python -m gigaproxy' (bytecode cached): first answer after %s s (%s), idle RSS %s MiB"
+          % (fmt(med(module_starts), digits=3), ", ".join("%.3f" % v for v in module_starts),
+             fmt(med(module_rss), digits=1)))
+    print("  the floor: a bare Python TLS client (ssl, socket, threading, json, logging, argparse, one TLS")
+    print("  connection, idle) holds %s MiB here before any code of its own" % fmt(med(floor_rss), digits=1))
     if soak:
         print("  %d-request run (16 clients, new connection every 100 requests; %.1f s, %d errors, %s ms CPU/req):"
               % (soak["n"], soak["seconds"], soak["errors"], fmt(soak["cpu_per_req"] and soak["cpu_per_req"] * 1000,
