@@ -126,6 +126,7 @@ DEFAULT_CLIENT_IDLE_TIMEOUT = 120.0  # seconds a keep-alive client connection ma
 BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
 
 TOKEN_REFRESH_MARGIN = 60.0  # refresh this many seconds before the token expires
+TOKEN_RETRY_SECONDS = 5.0  # after a failed refresh ahead of expiry, try again this much later
 MODELS_CACHE_SECONDS = 300.0
 POOL_MIN_IDLE_PER_HOST = 16  # idle upstream connections kept per host: this or max_concurrency
 ERROR_EXCERPT_CHARS = 200
@@ -1303,12 +1304,15 @@ class TokenManager:
     token (used until GigaChat rejects it, then the key or password if configured), or
     mTLS only (no token at all: ``get()`` returns None).
 
-    Concurrency: ``_cond`` guards ``_token``, ``_refresh_at``, ``_fetching`` and the
+    Concurrency: ``_cond`` guards ``_token``, ``_refresh_at``, ``_expires_at``, ``_fetching`` and the
     outcome of the last fetch.  A caller that finds no usable token either becomes the
     one fetcher (``_fetching`` set, lock released during the network call) or waits on
     ``_cond``; when the fetch ends every waiter wakes and takes its result, success or
     error, so 50 requests at expiry cause exactly one OAuth call.  The token is refreshed
-    TOKEN_REFRESH_MARGIN seconds before expiry (half the lifetime for short-lived ones).
+    TOKEN_REFRESH_MARGIN seconds before expiry (half the lifetime for short-lived ones),
+    in a background thread: until it expires the current token is still good, so no
+    request waits for that fetch (one that fails is logged and tried again
+    TOKEN_RETRY_SECONDS later).  Only a missing, rejected or expired token makes callers wait.
     """
 
     def __init__(self, config: Config, transport: Transport, clock: Callable[[], float] = time.time) -> None:
@@ -1318,6 +1322,7 @@ class TokenManager:
         self._cond = threading.Condition(threading.Lock())
         self._token = config.access_token  # type: Optional[str]
         self._refresh_at = float("inf")  # a static token does not expire by the clock
+        self._expires_at = float("inf")
         self._fetching = False
         self._generation = 0
         self._last_error = None  # type: Optional[ProxyError]
@@ -1332,45 +1337,68 @@ class TokenManager:
         """Return a usable token (None in mTLS-only mode); may block while one is fetched."""
         with self._cond:
             while True:
-                if self._token is not None and self._clock() < self._refresh_at:
+                now = self._clock()
+                if self._token is not None and now < self._refresh_at:
                     return self._token
                 if not self.can_fetch:
                     return self._token
+                still_good = self._token is not None and now < self._expires_at
                 if not self._fetching:
                     self._fetching = True
-                    break
+                    if not still_good:
+                        break  # this caller fetches; the others wait for it
+                    threading.Thread(target=self._refresh_ahead, name="gigaproxy-token-refresh", daemon=True).start()
+                if still_good:
+                    return self._token  # a refresh is under way; this token has not expired yet
                 generation = self._generation
                 while self._fetching and self._generation == generation:
                     self._cond.wait()
                 if self._generation != generation and self._last_error is not None:
                     raise self._last_error
+        token, error = self._fetch_and_publish()
+        if error is not None:
+            raise error
+        return token
+
+    def _refresh_ahead(self) -> None:
+        """The background refresh get() starts before the token expires."""
+        _, error = self._fetch_and_publish()
+        if error is not None:
+            log.warning("could not refresh the GigaChat token ahead of its expiry (trying again in %g s): %s",
+                        TOKEN_RETRY_SECONDS, error.message)
+
+    def _fetch_and_publish(self) -> Tuple[Optional[str], Optional[ProxyError]]:
+        """Fetch a token (``_fetching`` is set by the caller) and hand the outcome to every waiter."""
         token = None  # type: Optional[str]
         error = None  # type: Optional[ProxyError]
         try:
             token, expires = self._fetch()
         except ProxyError as exc:
             error = exc
+        except Exception as exc:  # never leave _fetching set: waiters would wait for ever
+            error = ProxyError(502, "could not get a GigaChat token: %s" % exc, "api_error", "upstream_auth_unavailable")
         finally:
             with self._cond:
                 self._fetching = False
                 self._generation += 1
                 self._last_error = error
+                now = self._clock()
                 if token is not None:
-                    now = self._clock()
                     lifetime = max(0.0, expires - now)
                     self._token = token
+                    self._expires_at = now + lifetime
                     self._refresh_at = now + lifetime - min(TOKEN_REFRESH_MARGIN, lifetime / 2)
+                elif self._token is not None and now < self._expires_at:
+                    self._refresh_at = min(now + TOKEN_RETRY_SECONDS, self._expires_at)
                 self._cond.notify_all()
-        if error is not None:
-            raise error
-        return token
+        return token, error
 
     def invalidate(self, token: Optional[str]) -> None:
         """Forget ``token`` after GigaChat rejected it (no-op if already replaced)."""
         with self._cond:
             if token is not None and token == self._token and self.can_fetch:
                 self._token = None
-                self._refresh_at = 0.0
+                self._refresh_at = self._expires_at = 0.0
 
     def _fetch(self) -> Tuple[str, float]:
         config = self._config

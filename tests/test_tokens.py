@@ -75,10 +75,64 @@ def test_expiry_in_milliseconds_or_seconds_is_refreshed_before_it_ends(tmp_path,
         clock.now += 1700  # 100 s left: still used
         assert tokens.get() == first
         assert fake.oauth_calls == 1
-        clock.now += 50  # 50 s left, inside the 60 s margin: refreshed before it expires
+        clock.now += 50  # 50 s left, inside the 60 s margin: refreshed before it expires...
+        assert tokens.get() == first  # ...in the background: this token is still good, nobody waits
+        wait_for_refresh(tokens, 2)
         second = tokens.get()
         assert second != first and fake.oauth_calls == 2
         transport.close()
+
+
+def wait_for_refresh(tokens, fetches):
+    """Until the token manager has finished ``fetches`` fetches (woken by its condition, no polling)."""
+    with tokens._cond:
+        assert tokens._cond.wait_for(lambda: tokens._generation >= fetches and not tokens._fetching, 10)
+
+
+def test_requests_do_not_wait_for_a_refresh_ahead_of_expiry(start_proxy, fake):
+    """The issue's rule: a token fetch never stalls requests that do not need it."""
+    clock = Clock(1_700_000_000.0)
+    fake.clock = clock
+    proxy = start_proxy()
+    tokens = proxy.server.upstream.tokens
+    tokens._clock = clock
+    assert proxy.chat(HELLO)[0] == 200
+    first = tokens.get()
+    clock.now += fake.token_lifetime - 30  # 30 s left: inside the margin
+    release, holding = threading.Event(), threading.Event()
+    fake.add_fault("hold", path="/api/v2/oauth", release=release, holding=holding, timeout=10)
+    try:
+        assert proxy.chat(HELLO)[0] == 200  # starts the refresh, answered with the current token
+        assert holding.wait(10)  # the refresh is in flight, held by GigaChat...
+        for _ in range(3):
+            assert proxy.chat(HELLO)[0] == 200  # ...and requests go on meanwhile
+        assert tokens.fetches == 2  # one refresh, however many requests saw the margin
+    finally:
+        release.set()
+    wait_for_refresh(tokens, 2)
+    assert tokens.get() != first and fake.oauth_calls == 2
+    chats = [r for r in fake.requests if r.path == "/api/v1/chat/completions"]
+    assert [r.headers["authorization"] for r in chats[1:5]] == ["Bearer " + first] * 4
+    assert proxy.chat(HELLO)[0] == 200
+    assert fake.requests[-1].headers["authorization"] == "Bearer " + tokens.get()
+
+
+def test_a_failed_refresh_ahead_is_logged_and_retried_later(make_config, fake, caplog):
+    clock = Clock(1_700_000_000.0)
+    fake.clock = clock
+    tokens, transport = manager(make_config(), clock)
+    first = tokens.get()
+    clock.now += fake.token_lifetime - 30
+    fake.add_fault("status", path="/api/v2/oauth", status=503)
+    assert tokens.get() == first
+    wait_for_refresh(tokens, 2)
+    assert any("could not refresh the GigaChat token" in r.getMessage() for r in caplog.records)
+    assert tokens.get() == first and tokens.fetches == 2  # not again at once...
+    clock.now += gigaproxy.TOKEN_RETRY_SECONDS
+    assert tokens.get() == first  # ...but TOKEN_RETRY_SECONDS later, and that one works
+    wait_for_refresh(tokens, 3)
+    assert tokens.fetches == 3 and fake.oauth_calls == 2 and tokens.get() != first
+    transport.close()
 
 
 def wait_for_waiters(tokens, count):
