@@ -128,6 +128,7 @@ BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
 TOKEN_REFRESH_MARGIN = 60.0  # refresh this many seconds before the token expires
 TOKEN_RETRY_SECONDS = 5.0  # after a failed refresh ahead of expiry, try again this much later
 MODELS_CACHE_SECONDS = 300.0
+MODELS_RETRY_SECONDS = 30.0  # after a failed refresh, the cached list is served this long before the next try
 POOL_MIN_IDLE_PER_HOST = 16  # idle upstream connections kept per host: this or max_concurrency
 ERROR_EXCERPT_CHARS = 200
 
@@ -1531,9 +1532,10 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
 class Upstream:
     """Calls GigaChat's API with the right headers and token; see TokenManager for auth.
 
-    Shared state besides the token manager and the pool: the model list (swapped whole
-    under ``_models_lock``, read without it) and the uploaded-image cache (``_files``,
-    guarded by ``_files_lock``).  No lock is held during a network call.
+    Shared state besides the token manager and the pool: the model list (``_models``,
+    ``_models_at``, ``_models_refreshing``: swapped whole under ``_models_cond``, read
+    without it) and the uploaded-image cache (``_files``, guarded by ``_files_lock``).
+    No lock is held during a network call.
     """
 
     def __init__(self, config: Config, transport: Transport, tokens: TokenManager,
@@ -1544,7 +1546,8 @@ class Upstream:
         self._clock = clock
         self._models = ()  # type: Tuple[Dict[str, Any], ...]
         self._models_at = float("-inf")
-        self._models_lock = threading.Lock()
+        self._models_refreshing = False
+        self._models_cond = threading.Condition(threading.Lock())  # notified when a refresh ends
         self._files = collections.OrderedDict()  # type: collections.OrderedDict[Tuple[str, str], str]
         self._files_lock = threading.Lock()  # guards _files: content hash -> GigaChat file id
 
@@ -1652,26 +1655,45 @@ class Upstream:
         return exchange
 
     def models(self) -> Tuple[Dict[str, Any], ...]:
-        """GigaChat's model list, cached MODELS_CACHE_SECONDS; a stale list is served if a refresh fails."""
-        now = self._clock()
-        if now - self._models_at < MODELS_CACHE_SECONDS:
-            return self._models
-        with self._models_lock:
+        """GigaChat's model list, cached MODELS_CACHE_SECONDS.
+
+        Once the cache is old, the cached list is still served at once while one
+        background refresh fetches the next, so no request waits for it (a failed refresh
+        is logged and tried again MODELS_RETRY_SECONDS later).  Only a call with nothing
+        cached waits for GigaChat, and raises ProxyError if it does not answer.
+        """
+        with self._models_cond:
             if self._clock() - self._models_at < MODELS_CACHE_SECONDS:
                 return self._models
-            try:
-                data, _ = self.call("GET", "/models")
-            except ProxyError:
-                if self._models:
-                    log.warning("could not refresh the GigaChat model list; serving the cached one")
-                    return self._models
-                raise
-            items = data.get("data") if isinstance(data, dict) else None
-            if not isinstance(items, list):
-                raise ProxyError(502, "GigaChat's model list has no data array", "api_error", "upstream_bad_response")
-            self._models = tuple(m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str))
-            self._models_at = self._clock()
-            return self._models
+            if self._models:
+                if not self._models_refreshing:
+                    self._models_refreshing = True
+                    threading.Thread(target=self._refresh_models, name="gigaproxy-models-refresh", daemon=True).start()
+                return self._models
+        return self._fetch_models()
+
+    def _fetch_models(self) -> Tuple[Dict[str, Any], ...]:
+        data, _ = self.call("GET", "/models")
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ProxyError(502, "GigaChat's model list has no data array", "api_error", "upstream_bad_response")
+        models = tuple(m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str))
+        with self._models_cond:
+            self._models, self._models_at = models, self._clock()
+        return models
+
+    def _refresh_models(self) -> None:
+        try:
+            self._fetch_models()
+        except Exception as exc:  # a background thread: nobody else would hear of it
+            log.warning("could not refresh the GigaChat model list; serving the cached one (next try in %g s): %s",
+                        MODELS_RETRY_SECONDS, exc.message if isinstance(exc, ProxyError) else exc)
+            with self._models_cond:
+                self._models_at = self._clock() - MODELS_CACHE_SECONDS + MODELS_RETRY_SECONDS
+        finally:
+            with self._models_cond:
+                self._models_refreshing = False
+                self._models_cond.notify_all()
 
     def upload_image(self, data: bytes, mime: str, extra_headers: Dict[str, str]) -> str:
         """The GigaChat file id for an image, uploading it only if this proxy has not already.

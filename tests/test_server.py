@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import gigaproxy
 from conftest import sse_payloads
 
 HELLO = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
@@ -505,17 +506,52 @@ def test_models_are_listed_cached_and_include_aliases(proxy, fake):
     assert status == 404 and assert_openai_error(body)["code"] == "model_not_found"
 
 
-def test_models_refresh_after_the_cache_time_and_survive_an_outage(proxy, fake):
+def wait_for_models_refresh(upstream):
+    """Until no background model-list refresh is running (woken by its condition, no polling)."""
+    with upstream._models_cond:
+        assert upstream._models_cond.wait_for(lambda: not upstream._models_refreshing, 10)
+
+
+def test_models_refresh_after_the_cache_time_and_survive_an_outage(proxy, fake, caplog):
     clock = [1000.0]
-    proxy.server.upstream._clock = lambda: clock[0]
+    upstream = proxy.server.upstream
+    upstream._clock = lambda: clock[0]
     assert proxy.json("GET", "/v1/models")[0] == 200
     clock[0] += 301
     fail_every_attempt(fake, "status", path="/api/v1/models", status=503)
     status, _, body = proxy.json("GET", "/v1/models")
-    assert status == 200 and len(body["data"]) > 3  # the stale list, not an error
-    assert fake.models_calls == 1  # the 503 answer is not counted as a list call
+    assert status == 200 and len(body["data"]) > 3  # the cached list at once; the refresh runs behind it
+    wait_for_models_refresh(upstream)
+    assert fake.models_calls == 1  # the refresh got 503s: the cached list stays
+    assert any("could not refresh the GigaChat model list" in r.getMessage() for r in caplog.records)
     clock[0] += 1
     assert proxy.json("GET", "/v1/models")[0] == 200
+    wait_for_models_refresh(upstream)
+    assert fake.models_calls == 1  # not tried again at once...
+    clock[0] += gigaproxy.MODELS_RETRY_SECONDS
+    assert proxy.json("GET", "/v1/models")[0] == 200
+    wait_for_models_refresh(upstream)
+    assert fake.models_calls == 2  # ...but a little later, and now it worked
+
+
+def test_a_model_list_refresh_stalls_no_request(proxy, fake):
+    """The issue's rule: a model-list refresh never stalls requests that do not need it."""
+    clock = [1000.0]
+    upstream = proxy.server.upstream
+    upstream._clock = lambda: clock[0]
+    assert proxy.json("GET", "/v1/models")[0] == 200
+    clock[0] += 301
+    release, holding = threading.Event(), threading.Event()
+    fake.add_fault("hold", path="/api/v1/models", release=release, holding=holding, timeout=10)
+    try:
+        assert proxy.json("GET", "/v1/models")[0] == 200  # starts the refresh
+        assert holding.wait(10)  # GigaChat holds it...
+        assert proxy.json("GET", "/v1/models")[0] == 200  # ...while the cached list is served
+        assert proxy.chat({"model": "GigaChat-2", "messages": [{"role": "user", "content": "hi"}]})[0] == 200
+        assert upstream._models_refreshing  # still held: nothing above waited for it
+    finally:
+        release.set()
+    wait_for_models_refresh(upstream)
     assert fake.models_calls == 2
 
 
