@@ -3268,6 +3268,7 @@ class Handler:
                 self.handle_one_request()
         finally:
             self._input.close()
+            self.rfile = self._head_lines = None  # they point back here: no cycle left for the GC
 
     def handle_one_request(self) -> None:
         """Wait (up to the idle timeout) for a request, then give it GIGAPROXY_CLIENT_TIMEOUT."""
@@ -3398,16 +3399,23 @@ class Handler:
         self._head.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
         self.flush_headers()
 
-    def _write_event(self, chunk: Dict[str, Any], adapt: Optional[Callable[..., Any]] = None) -> None:
+    def _write_events(self, chunks: List[Dict[str, Any]], adapt: Optional[Callable[..., Any]] = None,
+                      more: bytes = b"", end: bool = False) -> None:
+        """What one upstream event became (then ``more`` raw SSE bytes), in one write."""
         if adapt is not None:
-            chunk = adapt(chunk)
-            if chunk is None:
-                return
-        self._write_chunk(sse_event(chunk))
+            chunks = [c for c in map(adapt, chunks) if c is not None]
+        data = b"".join(map(sse_event, chunks)) + more
+        if data or end:
+            self._write_chunk(data, end)
 
-    def _write_chunk(self, data: bytes) -> None:
-        """One chunk of a chunked body; the response head, if still held, goes out with it."""
-        chunk = b"%x\r\n%s\r\n" % (len(data), data)
+    def _write_chunk(self, data: bytes, end: bool = False) -> None:
+        """One chunk of a chunked body (``end``: and the empty chunk that ends the body).
+
+        The response head, if still held, goes out with it, in the same write.
+        """
+        chunk = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        if end:
+            chunk += b"0\r\n\r\n"
         try:
             if self._head:
                 self._head.append(chunk)
@@ -3817,8 +3825,7 @@ class Handler:
                     except ValueError:
                         raise ProxyError(502, "GigaChat sent a stream event that is not JSON: %s"
                                          % _excerpt(data.encode("utf-8")), "api_error", "upstream_bad_response")
-                    for chunk in translator.feed(event):
-                        self._write_event(chunk, adapt)
+                    self._write_events(translator.feed(event), adapt)
                     if translator.stopped_early:
                         break  # the upstream request is closed below, unread
                 tail = translator.finish()
@@ -3835,17 +3842,13 @@ class Handler:
                     exchange.read()  # GigaChat's body ends right after [DONE]
                 except (OSError, UpstreamProtocolError):
                     exchange.close()
-            for chunk in tail:
-                self._write_event(chunk, adapt)
-            self._write_chunk(SSE_DONE)
-            self._write_chunk(b"")  # the zero-length chunk ends the body
+            self._write_events(tail, adapt, more=SSE_DONE, end=True)
         except ProxyError as exc:
             if not self._stream_started:
                 raise
             log.warning("stream ended with an error: %s", exc.message)
             try:
-                self._write_chunk(sse_event(exc.body()))
-                self._write_chunk(b"")
+                self._write_chunk(sse_event(exc.body()), end=True)
             except _ClientGone:
                 self.close_connection = True
         finally:
@@ -3951,7 +3954,16 @@ class GigaProxyServer:
                 self.shutdown_request(request)  # overloaded even for polite refusals
                 return
         target = self.process_request_thread if admitted else self._refuse
-        threading.Thread(target=target, args=(request, client_address), daemon=True).start()
+        try:
+            threading.Thread(target=target, args=(request, client_address), daemon=True).start()
+        except RuntimeError as exc:  # the system will not give another thread: drop this connection
+            log.warning("cannot start a thread for a connection from %s: %s", client_address[0], exc)
+            self.shutdown_request(request)
+            with self._lock:
+                if admitted:
+                    self._connections -= 1
+                else:
+                    self._refusing -= 1
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
