@@ -47,7 +47,8 @@ from __future__ import annotations
 # Start-up time counts (issue #6: first answer within 0.15 s of the process starting), so
 # modules that import much and are needed rarely are imported where they are used:
 # email.utils (an HTTP-date Retry-After), hashlib (image uploads), hmac (the API key
-# check), ipaddress (NO_PROXY, image URLs, a --host other than the usual loopback names).
+# check), ipaddress (NO_PROXY, image URLs, a --host other than the usual loopback names),
+# random (the jitter of a retry).
 # uuid is replaced by two helpers under Constants; http.client, http.server and
 # socketserver by the lean HTTP/1.1 code in "TLS & transport" and "HTTP handler".
 
@@ -59,7 +60,6 @@ import io
 import json
 import logging
 import os
-import random
 import re
 import signal
 import socket
@@ -99,7 +99,8 @@ log = logging.getLogger("gigaproxy")
 
 # ==== Constants ====
 # Every default lives here under a DEFAULT_* name; the maps below are read-only tables
-# that translation consults.  Nothing in this section is computed from the environment.
+# that translation consults, next to the few small helpers every section uses (the wire
+# JSON encoder, UUIDs).  Nothing in this section is computed from the environment.
 
 DEFAULT_BASE_URL = "https://gigachat.devices.sberbank.ru/api/v1"
 DEFAULT_AUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
@@ -821,7 +822,7 @@ class UpstreamResponse:
 
     def __init__(self, fp: Any, method: str) -> None:
         self._fp = fp
-        while True:
+        for _ in range(10):  # a few interim (1xx) answers may come first; an endless run of them is refused
             line = fp.readline(65537)
             if not line:
                 raise UpstreamClosed("the server closed the connection without answering")
@@ -833,8 +834,10 @@ class UpstreamResponse:
             except BadHeaders as exc:
                 raise UpstreamProtocolError("bad headers: %s" % exc)
             status = int(match.group(2))
-            if status >= 200 or status < 100:
+            if status >= 200:
                 break  # 1xx answers are interim: the real one follows
+        else:
+            raise UpstreamProtocolError("only interim (1xx) answers")
         self.status = status
         self.reason = (match.group(3) or "").strip()
         self.headers = headers = Headers(items)
@@ -1612,6 +1615,8 @@ class Upstream:
         """Sleep before another attempt and return True, or return False if none is due."""
         if attempt >= self.config.max_retries:
             return False
+        import random  # retries only
+
         delay = random.uniform(0, self.config.retry_backoff * (2 ** attempt))
         if retry_after is not None:
             if retry_after > RETRY_AFTER_MAX_WAIT:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -110,11 +111,11 @@ def test_backoff_is_exponential_with_full_jitter(make_config, monkeypatch):
     upstream = gigaproxy.Upstream(config, None, None)
     slept = []
     monkeypatch.setattr(gigaproxy.time, "sleep", slept.append)
-    monkeypatch.setattr(gigaproxy.random, "uniform", lambda low, high: high)  # the worst case
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the worst case (gigaproxy imports random on retry)
     far = time.monotonic() + 100
     assert [upstream._may_retry(a, None, far, "x") for a in range(4)] == [True, True, True, False]
     assert slept == [0.5, 1.0, 2.0]
-    monkeypatch.setattr(gigaproxy.random, "uniform", lambda low, high: low)
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)
     slept.clear()
     assert upstream._may_retry(0, 3.0, far, "x") and slept == [3.0]  # Retry-After is a floor
     assert not upstream._may_retry(0, 60.0, far, "x")  # too long: the client gets the 429
