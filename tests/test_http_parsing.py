@@ -73,17 +73,16 @@ def test_upstream_response_skips_interim_answers_and_reads_a_chunked_body():
     assert response.done and response.read() == b""
 
 
+def all_pieces(response):
+    """read_some() until the end of the body."""
+    return list(iter(response.read_some, b""))
+
+
 def test_upstream_stream_pieces_come_chunk_by_chunk_and_chunk_extensions_are_ignored():
     raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"4;ext=1\r\ndata\r\n9\r\n: 1\n\ndata\r\n3\r\n: 2\r\n2\r\n\n\n\r\n0\r\nX-Trailer: t\r\n\r\n")
     response = read_response(raw)
-    pieces = []
-    while True:
-        piece = response.read_some()
-        if not piece:
-            break
-        pieces.append(piece)
-    assert pieces == [b"data", b": 1\n\ndata", b": 2", b"\n\n"]
+    assert all_pieces(response) == [b"data", b": 1\n\ndata", b": 2", b"\n\n"]
     assert response.done and not response.will_close
 
 
@@ -93,13 +92,7 @@ def test_upstream_stream_pieces_come_chunk_by_chunk_and_chunk_extensions_are_ign
 ])
 def test_upstream_read_some_without_chunks(raw, pieces):
     response = read_response(raw)
-    got = []
-    while True:
-        piece = response.read_some()
-        if not piece:
-            break
-        got.append(piece)
-    assert got == pieces and response.done
+    assert all_pieces(response) == pieces and response.done
 
 
 def test_upstream_read_some_does_not_wait_for_the_rest_of_a_chunk():
