@@ -1277,6 +1277,43 @@ ACCEPTED_TYPES = ["application/json", "application/json; charset=utf-8", "APPLIC
                   "application/vnd.api+json", "application/merge-patch+json", None]
 
 
+def test_pipelined_requests_in_one_packet_are_answered_in_order(proxy, fake):
+    """Three requests sent in one write (heads, bodies, a GET between): three answers, in order.
+
+    The server splits a head that arrived whole in memory; what follows it in the same
+    packet must stay where the next request's reader finds it.
+    """
+    conn = Conn(proxy.port)
+    try:
+        first = dict(HELLO, messages=[{"role": "user", "content": "first"}])
+        third = dict(HELLO, messages=[{"role": "user", "content": "third"}])
+        conn.send(post(first) + request_bytes("GET", "/v1/models", content_type=None, length=False) + post(third))
+        replies = [conn.reply() for _ in range(3)]
+    finally:
+        conn.close()
+    assert [r.status for r in replies] == [200, 200, 200]
+    assert "first" in replies[0].json()["choices"][0]["message"]["content"]
+    assert replies[1].json()["object"] == "list"
+    assert "third" in replies[2].json()["choices"][0]["message"]["content"]
+
+
+def test_a_body_split_over_two_packets_is_read_whole(proxy, fake):
+    """Head and half the body in one packet, the rest a moment later: one 200, the whole body upstream."""
+    body = json.dumps(dict(HELLO, messages=[{"role": "user", "content": "x" * 3000}])).encode()
+    data = post(body)
+    cut = len(data) - len(body) // 2
+    conn = Conn(proxy.port)
+    try:
+        conn.send(data[:cut])
+        time.sleep(0.05)  # the second half is a separate packet, not in the first read
+        conn.send(data[cut:])
+        reply = conn.reply()
+    finally:
+        conn.close()
+    assert reply.status == 200, reply
+    assert fake.chat_requests()[-1]["messages"][0]["content"] == "x" * 3000
+
+
 def test_unsupported_content_types_are_415(proxy, fake):
     table = Table(proxy, fake)
     body = json.dumps(HELLO).encode()
