@@ -3307,6 +3307,8 @@ class Handler:
         except socket.timeout as exc:  # the head did not arrive in time: nothing to answer
             log.debug("request from %s timed out: %s", self.client_address[0], exc)
             self.close_connection = True
+        except _ClientGone:  # went away before an answer to a bad head (or a 413 to Expect) was out
+            self.close_connection = True
 
     def parse_request(self) -> bool:
         """The request line and headers (http.server's rules, a lean header parser).
@@ -3402,7 +3404,10 @@ class Handler:
             self.send_header("Connection", "close")
         # The head and the body leave in one write (one syscall, one TCP segment when small).
         self._head.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
-        self.flush_headers()
+        try:
+            self.flush_headers()
+        except OSError as exc:  # the client is gone: nobody to tell
+            raise _ClientGone(exc)
 
     def _write_events(self, chunks: List[Dict[str, Any]], adapt: Optional[Callable[..., Any]] = None,
                       more: bytes = b"", end: bool = False) -> None:
@@ -3507,7 +3512,7 @@ class Handler:
             return  # the stream code already reported it in-band
         try:
             self._send_json(exc.status, exc.body(), exc.headers)
-        except OSError:
+        except _ClientGone:
             self.close_connection = True
 
     # -- routing ------------------------------------------------------------------------

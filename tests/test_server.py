@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
 import threading
 import time
 
@@ -254,9 +255,11 @@ class _AccessLineSeen(logging.Handler):
         super().__init__()
         self.path = path
         self.seen = threading.Event()
+        self.line = ""
 
     def emit(self, record):
         if record.name == "gigaproxy" and self.path in record.getMessage() and "ms upstream_id=" in record.getMessage():
+            self.line = record.getMessage()
             self.seen.set()
 
 
@@ -290,6 +293,37 @@ def test_client_leaving_mid_stream_closes_the_upstream_request(proxy, fake):
     api_idle = [c for key, conns in proxy.server.upstream.transport._idle.items() if key[3] == "api" for c in conns]
     assert api_idle == []
     assert proxy.chat(HELLO)[0] == 200  # and the proxy still serves
+
+
+def test_client_gone_before_a_plain_answer_is_a_499_not_an_internal_error(proxy, fake):
+    """The client resets its connection while GigaChat thinks: writing the answer fails quietly.
+
+    (The suite fails any test in which gigaproxy logs a traceback, so this also checks that
+    no "internal error" is logged.)
+    """
+    release, holding = threading.Event(), threading.Event()
+    fake.add_fault("hold", release=release, holding=holding, timeout=10)
+    watcher = _AccessLineSeen("/v1/chat/completions")
+    logger = logging.getLogger("gigaproxy")
+    logger.addHandler(watcher)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        body = json.dumps(HELLO).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                     b"Content-Type: application/json\r\n\r\n%s" % (len(body), body))
+        assert holding.wait(10)  # the request is at GigaChat...
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # ...when the client goes away with a reset
+        release.set()
+        assert watcher.seen.wait(5), "the handler did not finish after the client left"
+    finally:
+        release.set()
+        logger.removeHandler(watcher)
+        logger.setLevel(old_level)
+    assert " 499 " in watcher.line or " 200 " in watcher.line  # 200: the answer left before the reset landed
+    assert proxy.chat(HELLO)[0] == 200
 
 
 # ---- errors ---------------------------------------------------------------------------
