@@ -97,6 +97,7 @@ import argparse
 import base64
 import json
 import os
+import py_compile
 import re
 import select
 import signal
@@ -1076,7 +1077,6 @@ def full_run(bench):
     soak = None
     t_begin = time.monotonic()
     tax = bench.wakeup_tax()
-    import py_compile
     py_compile.compile(bench.script, doraise=True)  # the __pycache__ a first `python -m gigaproxy` leaves
     for rep in range(reps):
         bare.append(bench.python_start())
