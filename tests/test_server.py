@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -263,32 +264,47 @@ class _AccessLineSeen(logging.Handler):
             self.seen.set()
 
 
-def test_client_leaving_mid_stream_closes_the_upstream_request(proxy, fake):
-    release, holding = threading.Event(), threading.Event()
-    fake.enqueue_reply({"role": "assistant", "content": "x y"}, chunks=["x", " y"])
-    fake.add_fault("hold", after_events=1, release=release, holding=holding, timeout=10)
-    watcher = _AccessLineSeen("/v1/chat/completions")
+@contextlib.contextmanager
+def access_line_of(path):
+    """An _AccessLineSeen on gigaproxy's logger (at INFO) for the ``with`` block."""
+    watcher = _AccessLineSeen(path)
     logger = logging.getLogger("gigaproxy")
     logger.addHandler(watcher)
     old_level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-        body = json.dumps(dict(HELLO, stream=True)).encode()
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
-                     b"Content-Type: application/json\r\n\r\n%s" % (len(body), body))
-        received = b""
-        while b'"x"' not in received:
-            received += sock.recv(65536)
-        sock.close()
-        left = time.monotonic()
-        release.set()  # upstream sends the rest; the proxy's write fails and it drops the upstream
-        assert watcher.seen.wait(5), "the handler did not finish after the client left"
-        assert time.monotonic() - left < 1.0
+        yield watcher
     finally:
-        release.set()
         logger.removeHandler(watcher)
         logger.setLevel(old_level)
+
+
+def raw_chat(port, request):
+    """A client socket that has sent ``request`` to /v1/chat/completions."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    body = json.dumps(request).encode()
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                 b"Content-Type: application/json\r\n\r\n%s" % (len(body), body))
+    return sock
+
+
+def test_client_leaving_mid_stream_closes_the_upstream_request(proxy, fake):
+    release, holding = threading.Event(), threading.Event()
+    fake.enqueue_reply({"role": "assistant", "content": "x y"}, chunks=["x", " y"])
+    fake.add_fault("hold", after_events=1, release=release, holding=holding, timeout=10)
+    with access_line_of("/v1/chat/completions") as watcher:
+        try:
+            sock = raw_chat(proxy.port, dict(HELLO, stream=True))
+            received = b""
+            while b'"x"' not in received:
+                received += sock.recv(65536)
+            sock.close()
+            left = time.monotonic()
+            release.set()  # upstream sends the rest; the proxy's write fails and it drops the upstream
+            assert watcher.seen.wait(5), "the handler did not finish after the client left"
+            assert time.monotonic() - left < 1.0
+        finally:
+            release.set()
     # The upstream connection of the abandoned stream was closed, not returned to the pool.
     api_idle = [c for key, conns in proxy.server.upstream.transport._idle.items() if key[3] == "api" for c in conns]
     assert api_idle == []
@@ -303,25 +319,16 @@ def test_client_gone_before_a_plain_answer_is_a_499_not_an_internal_error(proxy,
     """
     release, holding = threading.Event(), threading.Event()
     fake.add_fault("hold", release=release, holding=holding, timeout=10)
-    watcher = _AccessLineSeen("/v1/chat/completions")
-    logger = logging.getLogger("gigaproxy")
-    logger.addHandler(watcher)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-        body = json.dumps(HELLO).encode()
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
-                     b"Content-Type: application/json\r\n\r\n%s" % (len(body), body))
-        assert holding.wait(10)  # the request is at GigaChat...
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()  # ...when the client goes away with a reset
-        release.set()
-        assert watcher.seen.wait(5), "the handler did not finish after the client left"
-    finally:
-        release.set()
-        logger.removeHandler(watcher)
-        logger.setLevel(old_level)
+    with access_line_of("/v1/chat/completions") as watcher:
+        try:
+            sock = raw_chat(proxy.port, HELLO)
+            assert holding.wait(10)  # the request is at GigaChat...
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # ...when the client goes away with a reset
+            release.set()
+            assert watcher.seen.wait(5), "the handler did not finish after the client left"
+        finally:
+            release.set()
     assert " 499 " in watcher.line or " 200 " in watcher.line  # 200: the answer left before the reset landed
     assert proxy.chat(HELLO)[0] == 200
 
