@@ -1010,6 +1010,27 @@ def _send_watching(sock: socket.socket, data: bytes) -> None:
             return
 
 
+def _not_a_clean_413(proxy, fake, label, send):
+    """``send(conn)`` an oversized request on a new connection; what is wrong with the answer (a list).
+
+    Wanted: a readable JSON 413, nothing sent to GigaChat, and the proxy still serving.
+    """
+    conn = Conn(proxy.port)
+    before = len(fake.requests)
+    try:
+        send(conn)
+        reply = conn.reply()
+        problems = error_problems(reply, [413])
+        if len(fake.requests) != before:
+            problems.append("the proxy sent something to GigaChat")
+        problems += serving_problems(proxy, conn, reply)
+        return ["%s: %s -> %r" % (label, "; ".join(problems), reply)] if problems else []
+    except (OSError, EOFError, ValueError) as exc:
+        return ["%s: the client could not read the 413 (%r)" % (label, exc)]
+    finally:
+        conn.close()
+
+
 def test_body_over_the_limit_gets_a_readable_413_on_a_raw_socket(small_proxy, fake):
     limit = small_proxy.server.config.max_body_bytes
     failures = []
@@ -1017,24 +1038,9 @@ def test_body_over_the_limit_gets_a_readable_413_on_a_raw_socket(small_proxy, fa
         for careful in (False, True):
             label = "%gx the limit, %s" % (factor, "careful sender" if careful else "sendall then read")
             data = post(_body_of(int(limit * factor)))
-            conn = Conn(small_proxy.port)
-            before = len(fake.requests)
-            try:
-                if careful:
-                    _send_watching(conn.sock, data)
-                else:
-                    conn.send(data)
-                reply = conn.reply()
-                problems = error_problems(reply, [413])
-                if len(fake.requests) != before:
-                    problems.append("the proxy sent something to GigaChat")
-                problems += serving_problems(small_proxy, conn, reply)
-                if problems:
-                    failures.append("%s: %s -> %r" % (label, "; ".join(problems), reply))
-            except (OSError, EOFError, ValueError) as exc:
-                failures.append("%s: the client could not read the 413 (%r)" % (label, exc))
-            finally:
-                conn.close()
+            send = (lambda conn, data=data: _send_watching(conn.sock, data)) if careful else \
+                (lambda conn, data=data: conn.send(data))
+            failures += _not_a_clean_413(small_proxy, fake, label, send)
     assert_serving(small_proxy)
     assert not failures, "\n".join(failures)
 
@@ -1077,21 +1083,8 @@ def test_chunked_body_over_the_limit_is_413(small_proxy, fake):
         ("many chunks adding up", b"".join(b"1000\r\n" + b"x" * 4096 + b"\r\n" for _ in range(limit // 4096 + 2))),
         ("a chunk size beyond 64 bits", b"ffffffffffffffffffffffff\r\n" + b"x" * 10),
     ]:
-        conn = Conn(small_proxy.port)
-        before = len(fake.requests)
-        try:
-            conn.send(request_bytes("POST", CHAT, b"", [("Transfer-Encoding", "chunked")], length=False) + data)
-            reply = conn.reply()
-            problems = error_problems(reply, [413])
-            if len(fake.requests) != before:
-                problems.append("the proxy sent something to GigaChat")
-            problems += serving_problems(small_proxy, conn, reply)
-            if problems:
-                failures.append("%s: %s -> %r" % (label, "; ".join(problems), reply))
-        except (OSError, EOFError, ValueError) as exc:
-            failures.append("%s: no readable 413 (%r)" % (label, exc))
-        finally:
-            conn.close()
+        head = request_bytes("POST", CHAT, b"", [("Transfer-Encoding", "chunked")], length=False)
+        failures += _not_a_clean_413(small_proxy, fake, label, lambda conn, data=head + data: conn.send(data))
     assert_serving(small_proxy)
     assert not failures, "\n".join(failures)
 
