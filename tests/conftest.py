@@ -121,6 +121,16 @@ def build_ssl_context_uncached() -> Any:
     return _real_build_ssl_context
 
 
+def clean_env(**extra: str) -> Dict[str, str]:
+    """An environment for a gigaproxy subprocess: only what starting a process needs, plus ``extra``."""
+    env = {}
+    for name in ("PATH", "SYSTEMROOT"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(extra)
+    return env
+
+
 def fake_env(fake: FakeGigaChat, **overrides: Optional[str]) -> Dict[str, str]:
     """The environment that points gigaproxy at ``fake`` (None removes a variable)."""
     env = {

@@ -29,6 +29,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import gigaproxy  # noqa: E402
+from conftest import clean_env  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "gigaproxy.py")
 KEY = "MDE5YTM2ZjYtYzQ2NC03MjJkLWE1ZmUtNWQ4ZDg0ZDc0YTJlOmFiY2RlZg=="
@@ -50,15 +51,6 @@ POSIX_SIGNALS = pytest.mark.skipif(os.name == "nt", reason="POSIX signals (SIGIN
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def clean_env(**extra: str) -> Dict[str, str]:
-    env = {}
-    for name in ("PATH", "SYSTEMROOT"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    env.update(extra)
-    return env
-
-
 @pytest.fixture
 def workdir(tmp_path):
     path = tmp_path / "cwd"

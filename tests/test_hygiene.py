@@ -31,6 +31,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import gigaproxy  # noqa: E402
+from conftest import clean_env  # noqa: E402
 
 SOURCE_PATH = os.path.join(ROOT, "gigaproxy.py")
 CA_PATH = os.path.join(ROOT, "russian_trusted_root_ca.pem")
@@ -58,15 +59,6 @@ def imported_modules(tree: ast.AST) -> Set[str]:
             assert node.module
             names.add(node.module)
     return names
-
-
-def clean_env(**extra: str) -> Dict[str, str]:
-    env = {}
-    for name in ("PATH", "SYSTEMROOT"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    env.update(extra)
-    return env
 
 
 # --------------------------------------------------------------------------
@@ -189,18 +181,22 @@ def signal_snapshot():
     return result
 
 
-before = {
-    "threads": threading.active_count(),
-    "handlers": handler_snapshot(),
-    "root_level": logging.getLogger().level,
-    "signals": signal_snapshot(),
-    "sys_path": list(sys.path),
-    "warning_filters": repr(warnings.filters),
-    "excepthook": repr(sys.excepthook),
-    "default_timeout": socket.getdefaulttimeout(),
-    "https_context": repr(ssl._create_default_https_context),
-    "cwd": os.getcwd(),
-}
+def process_state():
+    return {
+        "threads": threading.active_count(),
+        "handlers": handler_snapshot(),
+        "root_level": logging.getLogger().level,
+        "signals": signal_snapshot(),
+        "sys_path": list(sys.path),
+        "warning_filters": repr(warnings.filters),
+        "excepthook": repr(sys.excepthook),
+        "default_timeout": socket.getdefaulttimeout(),
+        "https_context": repr(ssl._create_default_https_context),
+        "cwd": os.getcwd(),
+    }
+
+
+before = process_state()
 
 captured_out, captured_err = io.StringIO(), io.StringIO()
 real_out, real_err = sys.stdout, sys.stderr
@@ -210,18 +206,8 @@ try:
 finally:
     sys.stdout, sys.stderr = real_out, real_err
 
-after = {
-    "threads": threading.active_count(),
-    "handlers": {k: v for k, v in handler_snapshot().items() if k in before["handlers"] or v},
-    "root_level": logging.getLogger().level,
-    "signals": signal_snapshot(),
-    "sys_path": list(sys.path),
-    "warning_filters": repr(warnings.filters),
-    "excepthook": repr(sys.excepthook),
-    "default_timeout": socket.getdefaulttimeout(),
-    "https_context": repr(ssl._create_default_https_context),
-    "cwd": os.getcwd(),
-}
+after = process_state()
+after["handlers"] = {k: v for k, v in after["handlers"].items() if k in before["handlers"] or v}
 
 report = {
     "stdout": captured_out.getvalue(),
