@@ -1536,8 +1536,8 @@ class Upstream:
     """Calls GigaChat's API with the right headers and token; see TokenManager for auth.
 
     Shared state besides the token manager and the pool: the model list (``_models``,
-    ``_models_at``, ``_models_refreshing``: swapped whole under ``_models_cond``, read
-    without it) and the uploaded-image cache (``_files``, guarded by ``_files_lock``).
+    ``_model_ids``, ``_models_at``, ``_models_refreshing``: swapped whole under
+    ``_models_cond``, read without it) and the uploaded-image cache (``_files``, guarded by ``_files_lock``).
     No lock is held during a network call.
     """
 
@@ -1548,6 +1548,7 @@ class Upstream:
         self.tokens = tokens
         self._clock = clock
         self._models = ()  # type: Tuple[Dict[str, Any], ...]
+        self._model_ids = ()  # type: Tuple[str, ...]  # their ids, set with them: every chat request reads it
         self._models_at = float("-inf")
         self._models_refreshing = False
         self._models_cond = threading.Condition(threading.Lock())  # notified when a refresh ends
@@ -1684,7 +1685,7 @@ class Upstream:
             raise ProxyError(502, "GigaChat's model list has no data array", "api_error", "upstream_bad_response")
         models = tuple(m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str))
         with self._models_cond:
-            self._models, self._models_at = models, self._clock()
+            self._models, self._model_ids, self._models_at = models, tuple(m["id"] for m in models), self._clock()
         return models
 
     def _refresh_models(self) -> None:
@@ -1727,7 +1728,7 @@ class Upstream:
 
     def known_model_ids(self) -> Tuple[str, ...]:
         """Model ids from the last fetched list, without calling GigaChat."""
-        return tuple(m["id"] for m in self._models)
+        return self._model_ids
 
 
 # ==== Translation: OpenAI -> GigaChat and back ====
