@@ -1202,6 +1202,7 @@ def _public_address(address: str) -> bool:
 
 
 IMAGE_FETCH_TIMEOUT = 15.0
+_URL_SAFE = "".join(chr(c) for c in range(33, 127))  # what an image URL's path keeps as is; the rest is %-encoded
 
 
 def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, str]:
@@ -1223,16 +1224,15 @@ def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, s
     if not addresses or not all(_public_address(a) for a in addresses):
         raise bad_request("%s: %s resolves to a private, loopback or reserved address; refused"
                           % (where, _printable(host, 80)), where, "image_url_refused")
-    sock = fp = None
+    sock = conn = None
     try:
         sock = socket.create_connection((addresses[0], port), timeout=IMAGE_FETCH_TIMEOUT)
         if parts.scheme == "https":
             sock = context.wrap_socket(sock, server_hostname=host)
-        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: image/*\r\nConnection: close\r\n\r\n"
-                      % (target, parts.netloc.rpartition("@")[2], USER_AGENT)).encode("ascii", "replace"))
-        fp = sock.makefile("rb")
-        response = UpstreamResponse(fp, "GET")
+        conn = UpstreamConnection(sock, _host_header(host, port, 443 if parts.scheme == "https" else 80))
+        target = urllib.parse.quote((parts.path or "/") + ("?" + parts.query if parts.query else ""), _URL_SAFE)
+        conn.send("GET", target, None, {"User-Agent": USER_AGENT, "Accept": "image/*", "Connection": "close"})
+        response = UpstreamResponse(conn.fp, "GET")
         if response.status != 200:
             raise bad_request("%s: the image URL answered HTTP %d%s" % (where, response.status, " (redirects are not "
                               "followed)" if 300 <= response.status < 400 else ""), where, "image_fetch_failed")
@@ -1249,9 +1249,9 @@ def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, s
         raise bad_request("%s: could not fetch the image (%s)" % (where, exc.__class__.__name__), where,
                           "image_fetch_failed")
     finally:
-        if fp is not None:
-            fp.close()
-        if sock is not None:
+        if conn is not None:
+            conn.close()
+        elif sock is not None:
             sock.close()
 
 
