@@ -44,25 +44,26 @@ from __future__ import annotations
 
 # ==== Imports ====
 # Standard library only, and nothing that runs code with side effects at import time.
-# Start-up time counts (issue #6: first answer within 0.15 s of the process starting), so
-# modules that import much and are needed rarely are imported where they are used:
+# Modules that import much and are needed rarely are imported where they are used:
 # email.utils (an HTTP-date Retry-After), hashlib (image uploads), hmac (the API key
 # check), ipaddress (NO_PROXY, image URLs, a --host other than the usual loopback names),
-# random (the jitter of a retry).
-# uuid is replaced by two helpers under Constants; http.client, http.server and
-# socketserver by the lean HTTP/1.1 code in "TLS & transport" and "HTTP handler".
+# random (the jitter of a retry).  uuid is replaced by two small helpers under Constants.
 
 import argparse
 import base64
 import binascii
 import collections
-import io
+import email.errors
+import http.client
+import http.server
 import json
 import logging
 import os
 import re
+import select
 import signal
 import socket
+import socketserver
 import ssl
 import struct
 import sys
@@ -123,7 +124,7 @@ DEFAULT_MAX_BODY_MB = 50.0  # room for several images as data: URLs
 DEFAULT_ENV_FILE = ".env"
 DEFAULT_EMBEDDINGS_MODEL = "Embeddings"
 DEFAULT_STRUCTURED_OUTPUT = "function"  # json_schema answers via a forced function; or "native"
-DEFAULT_CLIENT_IDLE_TIMEOUT = 120.0  # seconds a keep-alive client connection may sit idle
+CLIENT_WRITE_TIMEOUT = 120.0  # seconds a client may take to accept what is written to it
 BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
 
 TOKEN_REFRESH_MARGIN = 60.0  # refresh this many seconds before the token expires
@@ -132,6 +133,7 @@ MODELS_CACHE_SECONDS = 300.0
 MODELS_RETRY_SECONDS = 30.0  # after a failed refresh, the cached list is served this long before the next try
 POOL_MIN_IDLE_PER_HOST = 16  # idle upstream connections kept per host: this or max_concurrency
 ERROR_EXCERPT_CHARS = 200
+MAX_REFUSING = 16  # connections answered 503 at once (and closed to make room, not yet ended); past it: closed
 
 USER_AGENT = "gigaproxy/" + __version__
 
@@ -139,11 +141,10 @@ USER_AGENT = "gigaproxy/" + __version__
 # arguments builds a new JSONEncoder on every call, which a stream does per chunk.
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-MAX_HEADER_LINES = 100
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-_DIGITS = re.compile(r"[0-9]{1,15}\Z")  # not str.isdigit(): that takes "²" and other digits int() refuses
-_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]{1,64}\Z")  # a huge size is a 413, not a 400
 _UUID_HEX = re.compile(r"[0-9A-Fa-f]{32}\Z")
+
+
+_DIGITS = re.compile(r"[0-9]{1,15}\Z")  # not str.isdigit(): that takes "²" and other digits int() refuses
 
 
 def uuid4() -> str:
@@ -731,299 +732,51 @@ def proxy_bypassed(host: str, port: int, no_proxy: Optional[str]) -> bool:
     return False
 
 
-class Headers:
-    """HTTP headers: names case-insensitive, repeats kept, in arrival order.
+def unfold(value: Optional[str]) -> Optional[str]:
+    """A header value with obsolete line folding replaced by a space (RFC 9112 §5.2).
 
-    The part of ``email.message.Message`` that http.server and gigaproxy
-    use, without the email parser, which cost about a fifth of a request's CPU.
+    http.client keeps a folded value as it came (with the line break in it); a client
+    must unfold it before reading the value.
     """
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: List[Tuple[str, str]]) -> None:
-        self._items = items  # (lower-case name, value)
-
-    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        name = name.lower()
-        for key, value in self._items:
-            if key == name:
-                return value
-        return default
-
-    def get_all(self, name: str, failobj: Any = None) -> Any:
-        name = name.lower()
-        values = [value for key, value in self._items if key == name]
-        return values or failobj
-
-    __getitem__ = get
-
-    def __contains__(self, name: str) -> bool:
-        return self.get(name) is not None
-
-    def items(self) -> List[Tuple[str, str]]:
-        return list(self._items)
-
-    def __str__(self) -> str:
-        return "".join("%s: %s\n" % item for item in self._items)
+    if value is None or "\n" not in value:
+        return value
+    return re.sub(r"\r?\n[ \t]+", " ", value).strip()
 
 
-class BadHeaders(Exception):
-    """Header lines that are malformed (status 400) or too long or too many (431)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def read_header_lines(readline: Callable[[int], bytes]) -> List[Tuple[str, str]]:
-    """Header lines up to the blank line, as (lower-case name, value); raises BadHeaders."""
-    items = []  # type: List[Tuple[str, str]]
-    while True:
-        line = readline(65537)
-        if len(line) > 65536:
-            raise BadHeaders(431, "Line too long")
-        if line in (b"\r\n", b"\n", b""):
-            return items
-        if len(items) >= MAX_HEADER_LINES:
-            raise BadHeaders(431, "Too many headers")
-        name, sep, value = line.decode("iso-8859-1").partition(":")
-        if not sep or not _HEADER_NAME.match(name):  # also refuses folding and "Name :" (smuggling)
-            raise BadHeaders(400, "Bad header line (%r)" % line[:60])
-        items.append((name.lower(), value.strip()))
-
-
-class UpstreamProtocolError(Exception):
-    """The server broke HTTP/1.1: a bad status line, header or chunk, or a body cut short."""
-
-
-class UpstreamIncomplete(UpstreamProtocolError):
-    """The connection ended inside a body (before its announced length or last chunk)."""
-
-
-class UpstreamClosed(ConnectionResetError):
-    """The server closed the connection before a status line (an idle keep-alive timing out)."""
-
-
-_STATUS_LINE = re.compile(r"(HTTP/1\.[0-9]) +([0-9]{3})(?: (.*))?\Z")
-_CHUNK_SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,12})[ \t]*(?:;[^\r\n]*)?\r?\n\Z")  # 12 hex digits: 256 TiB
-_BAD_HEADER_VALUE = re.compile(r"[\r\n\x00]")
-
-
-class UpstreamResponse:
-    """One HTTP/1.1 response read off a buffered socket reader (a replacement for http.client's).
-
-    The status line and headers are read at once; the body on demand with ``read()`` or,
-    for event streams, ``read_some()``.  Bodies are framed by Content-Length, by chunked
-    transfer coding or by the end of the connection.  ``done`` turns true when the body
-    has been read to its end, ``will_close`` when the connection cannot be reused.
-    """
-
-    __slots__ = ("_fp", "status", "reason", "headers", "will_close", "done", "_chunked", "_left")
-
-    def __init__(self, fp: Any, method: str) -> None:
-        self._fp = fp
-        for _ in range(10):  # a few interim (1xx) answers may come first; an endless run of them is refused
-            line = fp.readline(65537)
-            if not line:
-                raise UpstreamClosed("the server closed the connection without answering")
-            match = _STATUS_LINE.match(line.decode("iso-8859-1").rstrip("\r\n"))
-            if match is None:
-                raise UpstreamProtocolError("bad status line %r" % line[:60])
-            try:
-                items = read_header_lines(fp.readline)
-            except BadHeaders as exc:
-                raise UpstreamProtocolError("bad headers: %s" % exc)
-            status = int(match.group(2))
-            if status >= 200:
-                break  # 1xx answers are interim: the real one follows
-        else:
-            raise UpstreamProtocolError("only interim (1xx) answers")
-        self.status = status
-        self.reason = (match.group(3) or "").strip()
-        self.headers = headers = Headers(items)
-        connection = (headers.get("connection") or "").lower()
-        if match.group(1) == "HTTP/1.0":
-            self.will_close = "keep-alive" not in connection
-        else:
-            self.will_close = "close" in connection
-        self._chunked = (headers.get("transfer-encoding") or "").lower() == "chunked"
-        self._left = 0  # type: Optional[int]  # body bytes (chunked: of this chunk) still to read; None: to EOF
-        self.done = method == "HEAD" or status in (204, 304) or status < 200
-        if not self.done and not self._chunked:
-            length = (headers.get("content-length") or "").strip()
-            if _DIGITS.match(length):
-                self._left = int(length)
-                self.done = self._left == 0
-            else:
-                self._left = None  # no length: the body runs to the end of the connection
-                self.will_close = True
-
-    def read(self, limit: int = -1) -> bytes:
-        """The rest of the body, or at most ``limit`` bytes of it."""
-        if self.done:
-            return b""
-        if self._chunked:
-            parts, got = [], 0
-            while limit < 0 or got < limit:
-                if not self._left and not self._next_chunk():
-                    break
-                piece = self._take(self._left if limit < 0 else min(self._left, limit - got))
-                parts.append(piece)
-                got += len(piece)
-            return b"".join(parts)
-        if self._left is None:  # to the end of the connection
-            data = self._fp.read() if limit < 0 else self._fp.read(limit)
-            if limit < 0 or len(data) < limit:
-                self.done = True
-            return data
-        return self._take(self._left if limit < 0 else min(self._left, limit))
-
-    def read_some(self) -> bytes:
-        """The next piece of the body as it arrives, without waiting for more; b"" at its end.
-
-        What an event stream needs: one call per chunk GigaChat sends, not one per line.
-        """
-        if self.done:
-            return b""
-        if self._chunked:
-            if not self._left and not self._next_chunk():
-                return b""
-        elif self._left is None:  # to the end of the connection
-            data = self._fp.read1(65536)
-            self.done = not data
-            return data
-        assert self._left is not None
-        data = self._fp.read1(min(self._left, 65536))
-        if not data:
-            raise UpstreamIncomplete("the body ended early (%d more bytes announced)" % self._left)
-        self._left -= len(data)
-        if not self._left:
-            self._end_of_piece()
-        return data
-
-    def _take(self, size: int) -> bytes:
-        """``size`` bytes of the current chunk or body."""
-        data = self._fp.read(size)
-        if len(data) < size:  # the connection ended
-            raise UpstreamIncomplete("the body ended early (%d more bytes announced)" % ((self._left or 0) - len(data)))
-        assert self._left is not None
-        self._left -= size
-        if not self._left:
-            self._end_of_piece()
-        return data
-
-    def _end_of_piece(self) -> None:
-        """The current chunk (or the whole body) has been read."""
-        if self._chunked:
-            end = self._fp.readline(3)
-            if end not in (b"\r\n", b"\n"):
-                raise UpstreamProtocolError("a chunk does not end with CRLF")
-        else:
-            self.done = True
-
-    def _next_chunk(self) -> bool:
-        """Read the next chunk's size line; False (and ``done``) at the last, empty chunk."""
-        line = self._fp.readline(1026)
-        match = _CHUNK_SIZE_LINE.match(line)
-        if match is None:
-            if not line:
-                raise UpstreamIncomplete("the body ended before its last chunk")
-            raise UpstreamProtocolError("bad chunk size line %r" % line[:60])
-        self._left = int(match.group(1), 16)
-        if self._left:
-            return True
-        try:
-            read_header_lines(self._fp.readline)  # trailers, up to the blank line
-        except BadHeaders as exc:
-            raise UpstreamProtocolError("bad trailer: %s" % exc)
-        self.done = True
-        return False
-
-
-class UpstreamConnection:
-    """A socket to an upstream host (TLS when https; through a CONNECT tunnel if set) and its reader."""
-
-    __slots__ = ("sock", "fp", "host_header", "timeout")
-
-    def __init__(self, sock: socket.socket, host_header: str) -> None:
-        self.sock = sock
-        self.fp = sock.makefile("rb")
-        self.host_header = host_header
-        self.timeout = sock.gettimeout()
-
-    def set_timeout(self, seconds: float) -> None:
-        """Set the socket's timeout; no syscall when it already is that."""
-        if seconds != self.timeout:
-            self.sock.settimeout(seconds)
-            self.timeout = seconds
-
-    def send(self, method: str, target: str, body: Optional[bytes], headers: Dict[str, str]) -> None:
-        """Write one request: the head and a small body in one send."""
-        head = ["%s %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\n" % (method, target, self.host_header)]
-        for name, value in headers.items():
-            if _BAD_HEADER_VALUE.search(value):
-                raise UpstreamProtocolError("refusing to send a %s header with a line break in it" % name)
-            head.append("%s: %s\r\n" % (name, value))
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            head.append("Content-Length: %d\r\n" % len(body or b""))
-        data = "".join(head).encode("iso-8859-1") + b"\r\n"
-        if body and len(body) <= 65536:
-            self.sock.sendall(data + body)
-        else:
-            self.sock.sendall(data)
-            if body:
-                self.sock.sendall(body)
-
-    def close(self) -> None:
-        try:
-            self.fp.close()
-        finally:
-            self.sock.close()
-
-
-def _host_header(host: str, port: int, default_port: int) -> str:
-    try:
-        host.encode("ascii")
-    except UnicodeEncodeError:
-        host = host.encode("idna").decode("ascii")
-    if ":" in host:
-        host = "[%s]" % host
-    return host if port == default_port else "%s:%d" % (host, port)
-
-
-def open_tunnel(sock: socket.socket, host: str, port: int, headers: Dict[str, str]) -> None:
-    """Ask an HTTP proxy to CONNECT ``sock`` to host:port; raises OSError if it refuses."""
-    target = _host_header(host, port, 0)
-    sock.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (
-        target, target, "".join("%s: %s\r\n" % item for item in headers.items()))).encode("iso-8859-1"))
-    fp = sock.makefile("rb")  # a proxy sends nothing after its answer until TLS starts: no byte is left behind
-    try:
-        response = UpstreamResponse(fp, "CONNECT")
-    except (UpstreamProtocolError, UpstreamClosed) as exc:
-        raise OSError("Tunnel connection failed: %s" % exc)
-    finally:
-        fp.close()
-    if response.status != 200:
-        raise OSError("Tunnel connection failed: %d %s" % (response.status, response.reason))
+def _readable_now(sock: socket.socket) -> bool:
+    """True when ``sock`` has something to read right now: bytes, or the far end's close."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    if hasattr(select, "poll"):  # select() fails on descriptors above FD_SETSIZE
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 class UpstreamExchange:
-    """One request/response on a pooled connection.
+    """One request and its response on a pooled ``http.client`` connection.
 
-    ``read()`` reads the whole body, ``read_some()`` a stream piece by piece as it arrives.
-    ``release()`` hands the connection back for reuse (only when the body was read to
-    the end and the server keeps the connection alive); ``close()`` drops it.
+    ``read()`` reads the whole body, ``read_some()`` a stream piece by piece as it
+    arrives (``HTTPResponse.read1``).  ``release()`` hands the connection back to the
+    pool only when the response was read to its end without error and the server keeps
+    the connection open; ``close()`` drops it (a timeout, a framing error, a client that
+    left mid-stream: such a connection is never used again).
     """
 
-    def __init__(self, transport: "Transport", key: Tuple[Any, ...], conn: UpstreamConnection,
-                 response: UpstreamResponse) -> None:
+    def __init__(self, transport: "Transport", key: Tuple[Any, ...], conn: http.client.HTTPConnection,
+                 response: http.client.HTTPResponse) -> None:
         self._transport = transport
         self._key = key
-        self._conn = conn  # type: Optional[UpstreamConnection]
+        self._conn = conn  # type: Optional[http.client.HTTPConnection]
         self.response = response
         self.status = response.status
-        self.headers = response.headers
         self.deadline = None  # type: Optional[float]  # time.monotonic() by which the body must end
+        self._timeout = None  # type: Optional[float]  # the socket timeout read_some() last set
+
+    def header(self, name: str) -> Optional[str]:
+        """A response header (case-insensitive, unfolded), or None."""
+        return unfold(self.response.headers.get(name))
 
     def read(self) -> bytes:
         try:
@@ -1035,20 +788,24 @@ class UpstreamExchange:
         return data
 
     def read_some(self) -> bytes:
-        """The next piece of the body, waiting at most the idle timeout and never past the deadline."""
+        """The next piece of the body as it arrives (b"" at its end), never waiting past the
+        idle timeout or the request's deadline."""
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise _total_timeout_error()
-            if self._conn is not None:
-                self._conn.set_timeout(min(self._transport.read_timeout, left))
-        return self.response.read_some()
+            timeout = min(self._transport.read_timeout, left)
+            sock = self._conn.sock if self._conn is not None else None
+            if sock is not None and timeout != self._timeout:  # a syscall: only when it changes
+                sock.settimeout(timeout)
+                self._timeout = timeout
+        return self.response.read1(65536)
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self.response.done and not self.response.will_close:
+        if self.response.isclosed() and not self.response.will_close and conn.sock is not None:
             self._transport._put_idle(self._key, conn)
         else:
             conn.close()
@@ -1062,15 +819,21 @@ class UpstreamExchange:
                 pass
 
 
-_STALE_CONNECTION_ERRORS = (UpstreamClosed, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+# A pooled connection the server closed while it sat idle shows up as one of these on reuse.
+_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                            ConnectionAbortedError)
 
 
 class Transport:
-    """HTTP/1.1 keep-alive connections to GigaChat hosts, through a CONNECT proxy if set.
+    """HTTP/1.1 keep-alive connections to GigaChat hosts (``http.client``), through a
+    CONNECT proxy (``set_tunnel``) if set.
 
     Idle connections are kept per (scheme, host, port, TLS profile) in ``_idle``, guarded
-    by ``_lock``; a connection taken from it is used by one request only.  A reused
-    connection that the server has meanwhile closed is retried once on a fresh one.
+    by ``_lock``; a connection taken from it is used by one request only, and no lock is
+    held while bytes move.  Before a connection is reused a zero-timeout readability
+    check drops it if the server closed it or sent bytes nobody asked for (no stray byte
+    is ever read as the next answer).  A reused connection that fails before any answer
+    (the server closed it just then) is retried once on a fresh one.
     """
 
     def __init__(self, config: Config, api_context: Optional[ssl.SSLContext],
@@ -1089,29 +852,25 @@ class Transport:
             self._proxy = (parts.hostname or "", parts.port or 3128, proxy_headers)
         self._no_proxy = config.no_proxy
         self._lock = threading.Lock()
-        self._idle = {}  # type: Dict[Tuple[Any, ...], List[UpstreamConnection]]
+        self._idle = {}  # type: Dict[Tuple[Any, ...], List[http.client.HTTPConnection]]
 
-    def _new_connection(self, key: Tuple[Any, ...], connect_timeout: float) -> UpstreamConnection:
+    def _new_connection(self, key: Tuple[Any, ...], connect_timeout: float) -> http.client.HTTPConnection:
         scheme, host, port, profile = key
-        use_proxy = self._proxy is not None and scheme == "https" and not proxy_bypassed(host, port, self._no_proxy)
         context = self._contexts[profile] if scheme == "https" else None
-        deferred = getattr(context, "system_store_deferred", False)
-        if use_proxy:
-            assert self._proxy is not None
-            address = self._proxy[:2]
+        if self._proxy is not None and scheme == "https" and not proxy_bypassed(host, port, self._no_proxy):
+            proxy_host, proxy_port, proxy_headers = self._proxy
+            conn = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=connect_timeout,
+                                               context=context)  # type: http.client.HTTPConnection
+            conn.set_tunnel(host, port, headers=proxy_headers)
+        elif scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=connect_timeout, context=context)
         else:
-            address = (host, port)
-        sock = socket.create_connection(address, timeout=connect_timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=connect_timeout)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if use_proxy:
-                assert self._proxy is not None
-                open_tunnel(sock, host, port, self._proxy[2])
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=host)
+            conn.connect()
         except ssl.SSLCertVerificationError:
-            sock.close()
-            if not deferred:
+            conn.close()
+            if not getattr(context, "system_store_deferred", False):
                 raise
             assert context is not None
             log.info("the TLS certificate of %s is not signed by the bundled Russian root or GIGACHAT_CA_BUNDLE_FILE:"
@@ -1119,22 +878,32 @@ class Transport:
             add_system_store(context)
             return self._new_connection(key, connect_timeout)
         except BaseException:
-            sock.close()
+            conn.close()
             raise
-        return UpstreamConnection(sock, _host_header(host, port, 443 if scheme == "https" else 80))
+        return conn
 
-    def _get_idle(self, key: Tuple[Any, ...]) -> Optional[UpstreamConnection]:
-        with self._lock:
-            idle = self._idle.get(key)
-            return idle.pop() if idle else None
+    def _get_idle(self, key: Tuple[Any, ...]) -> Optional[http.client.HTTPConnection]:
+        """A pooled connection that is still fit for a request, or None."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn = idle.pop() if idle else None
+            if conn is None or (conn.sock is not None and not _readable_now(conn.sock)):
+                return conn
+            conn.close()  # closed by the server, or holding bytes that answer nothing: never reused
 
-    def _put_idle(self, key: Tuple[Any, ...], conn: UpstreamConnection) -> None:
+    def _put_idle(self, key: Tuple[Any, ...], conn: http.client.HTTPConnection) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self._max_idle:
                 idle.append(conn)
                 return
         conn.close()
+
+    def idle_connections(self) -> int:
+        """How many connections the pool holds (for metrics and tests)."""
+        with self._lock:
+            return sum(len(conns) for conns in self._idle.values())
 
     def close(self) -> None:
         """Close every idle connection (connections in use close when released)."""
@@ -1172,9 +941,10 @@ class Transport:
                         error.retryable = True
                     raise error
             try:
-                conn.set_timeout(min(self.read_timeout, left))
-                conn.send(method, target, body, headers)
-                response = UpstreamResponse(conn.fp, method)
+                assert conn.sock is not None
+                conn.sock.settimeout(min(self.read_timeout, left))
+                conn.request(method, target, body=body, headers=headers)
+                response = conn.getresponse()
             except _STALE_CONNECTION_ERRORS:
                 conn.close()
                 if reused:
@@ -1210,13 +980,14 @@ def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, s
 
     The host is resolved once and every address must be public (no loopback, private,
     link-local or reserved ranges: no SSRF into the corporate network); the connection
-    goes to the address that was checked, so a second DNS answer cannot divert it;
-    redirects are not followed; at most MAX_IMAGE_BYTES are read.
+    goes to the address that was checked (http.client is handed that socket, so a second
+    DNS answer cannot divert it); redirects are not followed; at most MAX_IMAGE_BYTES are read.
     """
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
+    https = parts.scheme == "https"
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port or (443 if https else 80)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
         raise bad_request("%s: cannot resolve %s (%s)" % (where, _printable(host, 80), exc), where, "image_fetch_failed")
@@ -1224,19 +995,22 @@ def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, s
     if not addresses or not all(_public_address(a) for a in addresses):
         raise bad_request("%s: %s resolves to a private, loopback or reserved address; refused"
                           % (where, _printable(host, 80)), where, "image_url_refused")
-    sock = conn = None
+    if https:
+        conn = http.client.HTTPSConnection(host, port, timeout=IMAGE_FETCH_TIMEOUT,
+                                           context=context)  # type: http.client.HTTPConnection
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=IMAGE_FETCH_TIMEOUT)
     try:
-        sock = socket.create_connection((addresses[0], port), timeout=IMAGE_FETCH_TIMEOUT)
-        if parts.scheme == "https":
-            sock = context.wrap_socket(sock, server_hostname=host)
-        conn = UpstreamConnection(sock, _host_header(host, port, 443 if parts.scheme == "https" else 80))
+        conn.sock = socket.create_connection((addresses[0], port), timeout=IMAGE_FETCH_TIMEOUT)
+        if https:
+            conn.sock = context.wrap_socket(conn.sock, server_hostname=host)
         target = urllib.parse.quote((parts.path or "/") + ("?" + parts.query if parts.query else ""), _URL_SAFE)
-        conn.send("GET", target, None, {"User-Agent": USER_AGENT, "Accept": "image/*", "Connection": "close"})
-        response = UpstreamResponse(conn.fp, "GET")
+        conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*", "Connection": "close"})
+        response = conn.getresponse()
         if response.status != 200:
             raise bad_request("%s: the image URL answered HTTP %d%s" % (where, response.status, " (redirects are not "
                               "followed)" if 300 <= response.status < 400 else ""), where, "image_fetch_failed")
-        mime = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        mime = (unfold(response.headers.get("Content-Type")) or "").split(";")[0].strip().lower()
         if mime not in IMAGE_TYPES:
             raise bad_request("%s: the URL served %s, not a PNG, JPEG, TIFF or BMP image" % (where, mime or "no type"),
                               where, "unsupported_image_type")
@@ -1245,14 +1019,11 @@ def fetch_image(url: str, context: ssl.SSLContext, where: str) -> Tuple[bytes, s
             raise bad_request("%s: the image is larger than GigaChat's %d MB limit"
                               % (where, MAX_IMAGE_BYTES // 1048576), where, "image_too_large")
         return data, mime
-    except (OSError, UpstreamProtocolError) as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise bad_request("%s: could not fetch the image (%s)" % (where, exc.__class__.__name__), where,
                           "image_fetch_failed")
     finally:
-        if conn is not None:
-            conn.close()
-        elif sock is not None:
-            sock.close()
+        conn.close()
 
 
 def _total_timeout_error() -> ProxyError:
@@ -1278,9 +1049,12 @@ def _transport_error(exc: BaseException, host: str, timeout: float, stage: str =
     if isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed"):
         return ProxyError(502, "the HTTPS proxy (HTTPS_PROXY) refused to connect to %s: %s"
                           % (host, str(exc).split(":", 1)[-1].strip()), "api_error", "proxy_error")
-    if isinstance(exc, UpstreamProtocolError):
-        return ProxyError(502, "GigaChat at %s broke the HTTP protocol: %s" % (host, exc),
-                          "api_error", "upstream_bad_response")
+    if isinstance(exc, http.client.IncompleteRead):
+        return ProxyError(502, "GigaChat at %s closed the connection before its answer was complete" % host,
+                          "api_error", "upstream_stream_incomplete")
+    if isinstance(exc, http.client.HTTPException):
+        return ProxyError(502, "GigaChat at %s broke the HTTP protocol: %s" % (host, exc.__class__.__name__ + (
+            ": " + _printable(str(exc), 100) if str(exc) else "")), "api_error", "upstream_bad_response")
     if isinstance(exc, OSError):
         return ProxyError(502, "cannot reach GigaChat at %s: %s" % (host, exc.__class__.__name__ + ": " + str(exc)
                                                                         if str(exc) else exc.__class__.__name__),
@@ -1477,8 +1251,8 @@ def _upstream_message(parsed: Any, data: bytes) -> str:
     return _excerpt(data)
 
 
-def upstream_error(status: int, headers: Any, data: bytes) -> ProxyError:
-    """Map a GigaChat error answer to the OpenAI error the client receives."""
+def upstream_error(status: int, retry_after: Optional[str], data: bytes) -> ProxyError:
+    """Map a GigaChat error answer (status, Retry-After header, body) to the OpenAI error the client receives."""
     parsed = _json_or_none(data)
     if not isinstance(parsed, dict):
         return ProxyError(502, "GigaChat answered HTTP %d with a non-JSON body: %s" % (status, _excerpt(data)),
@@ -1488,8 +1262,8 @@ def upstream_error(status: int, headers: Any, data: bytes) -> ProxyError:
         status, (502 if status >= 500 else 400, "api_error" if status >= 500 else "invalid_request_error",
                  "upstream_error"))
     extra = {}
-    if status == 429 and headers is not None and headers.get("Retry-After"):
-        extra["Retry-After"] = headers.get("Retry-After")
+    if status == 429 and retry_after:
+        extra["Retry-After"] = retry_after
     if status == 401:
         message = "GigaChat rejected the access token (%s); check the GigaChat credentials the proxy runs with" % message
     return ProxyError(client_status, "GigaChat: " + message, type_, code, headers=extra)
@@ -1605,9 +1379,10 @@ class Upstream:
                 continue
             if exchange.status == 200:
                 return exchange
-            error = upstream_error(exchange.status, exchange.headers, exchange.read())
+            retry_after = exchange.header("Retry-After")
+            error = upstream_error(exchange.status, retry_after, exchange.read())
             if exchange.status in RETRY_STATUSES and self._may_retry(
-                    attempt, _retry_after(exchange.headers.get("Retry-After")), deadline, error.message):
+                    attempt, _retry_after(retry_after), deadline, error.message):
                 attempt += 1
                 continue
             raise error
@@ -1631,30 +1406,30 @@ class Upstream:
         return True
 
     def call(self, method: str, path: str, payload: Any = None, extra_headers: Optional[Dict[str, str]] = None,
-             raw: Optional[Tuple[bytes, str]] = None) -> Tuple[Any, Any]:
-        """A call answered with JSON; returns (parsed body, response headers).
+             raw: Optional[Tuple[bytes, str]] = None) -> Tuple[Any, UpstreamExchange]:
+        """A call answered with JSON; returns (parsed body, the exchange: its ``header()`` reads the headers).
 
         ``payload`` is sent as JSON, or ``raw`` as (bytes, content type).
         """
         exchange = self._send(method, path, payload, extra_headers, raw=raw)
         try:
             data = exchange.read()
-        except (OSError, UpstreamProtocolError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise _transport_error(exc, self.host, self.config.timeout)
         parsed = _json_or_none(data)
         if parsed is None:
             raise ProxyError(502, "GigaChat answered with a non-JSON body: %s" % _excerpt(data),
                              "api_error", "upstream_bad_response")
-        return parsed, exchange.headers
+        return parsed, exchange
 
     def open_stream(self, payload: Dict[str, Any], extra_headers: Optional[Dict[str, str]] = None) -> UpstreamExchange:
         """Start a streamed chat completion; errors before the first event raise here."""
         exchange = self._send("POST", "/chat/completions", payload, extra_headers, stream=True)
-        content_type = (exchange.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        content_type = (exchange.header("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "text/event-stream":
             try:
                 data = exchange.read()
-            except (OSError, UpstreamProtocolError):
+            except (OSError, http.client.HTTPException):
                 data = b""
             raise ProxyError(502, "GigaChat answered a stream request with %s instead of an event stream: %s"
                              % (content_type or "no content type", _excerpt(data)), "api_error", "upstream_bad_response")
@@ -3134,33 +2909,22 @@ class StreamTranslator:
 
 
 # ==== HTTP handler ====
-# One thread per client connection (GigaProxyServer).  Handler speaks HTTP/1.1 itself
-# (request line, headers, keep-alive, the response head): http.server's request handler
-# and socketserver cost ~30 ms of every start and a few microseconds per request.
-# Routes are a table; the body is read with a size limit; _dispatch() is the single place
-# where errors are rendered.
-
-_REASONS = {
-    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
-    411: "Length Required", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
-    415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 499: "Client Closed Request", 500: "Internal Server Error",
-    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"))
-
-
-def http_date(when: Optional[float] = None) -> str:
-    """An IMF-fixdate (RFC 9110 §5.6.7) for the Date header, in English whatever the locale."""
-    t = time.gmtime(when)
-    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (_WEEKDAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon], t.tm_year,
-                                                    t.tm_hour, t.tm_min, t.tm_sec)
+# One thread per client connection (GigaProxyServer, a ThreadingHTTPServer).  http.server
+# parses request lines and headers, keeps connections alive, answers Expect: 100-continue
+# and writes status lines and dates; Handler adds the checks: framing rules (RFC 9112
+# §6-7), a deadline per request, the body limit, JSON errors.  Routes are a table;
+# _dispatch() is the single place where errors are rendered.
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # a token (RFC 9110 §5.1)
+# A chunk-size line: the size, then extensions (ignored), then CRLF.  A size too large for
+# any body (up to 64 hex digits) is a 413, not a 400.
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,64})[ \t]*(?:;[^\r\n]*)?\r\n\Z")
+_HEADER_DEFECTS = (email.errors.MissingHeaderBodySeparatorDefect, email.errors.FirstHeaderLineIsContinuationDefect,
+                   email.errors.InvalidHeaderDefect, email.errors.MisplacedEnvelopeHeaderDefect)
+MAX_CHUNK_SIZE_LINE = 1024  # bytes, CRLF included
+MAX_TRAILER_LINES = 100  # header lines after the last chunk, as http.client allows for headers
+DEFAULT_KEEPALIVE_TIMEOUT = 30.0  # seconds an idle keep-alive client connection is kept (at most)
 
 
 def _printable(text: str, limit: int = 300) -> str:
@@ -3178,32 +2942,23 @@ class _DeadlineReader:
 
     Each read is one ``recv`` at most, with the socket timeout set to the time left, so a
     client that trickles a byte at a time (slowloris) cannot hold a thread past the
-    deadline.  Past it, reads raise ``socket.timeout``, which ends a request still in its
-    head quietly and which the body reader turns into a 408.  ``buffered`` bytes are
-    known to be in the reader's buffer already: reading them waits for nothing, so the
-    deadline is not armed for them (no syscall for a request that arrived whole).
+    deadline.  Past it, reads raise ``socket.timeout``, which http.server treats as a
+    timed-out request and the body reader turns into a 408.
     """
 
-    def __init__(self, raw: Any, handler: "Handler", deadline: float, buffered: int = 0) -> None:
+    def __init__(self, raw: Any, handler: "Handler", deadline: float) -> None:
         self._raw = raw
         self._handler = handler
         self.deadline = deadline
-        self.buffered = buffered
 
     def _arm(self) -> None:
-        """Bound the next recv by the time left (re-set, a syscall, only when off by a second)."""
-        if self.buffered > 0:
-            return
+        """Bound the next recv by the time left (a syscall only when that is a second less or under a second)."""
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout("the request was not received within GIGAPROXY_CLIENT_TIMEOUT")
         current = self._handler.socket_timeout
-        if current - left > 1.0 or (left < 1.0 and current > left):
+        if current is None or current - left > 1.0 or (left < 1.0 and current > left):
             self._handler.set_socket_timeout(left)
-
-    def _took(self, data: bytes) -> bytes:
-        self.buffered = max(0, self.buffered - len(data))
-        return data
 
     def readline(self, limit: int = -1) -> bytes:
         parts, size = [], 0
@@ -3216,7 +2971,7 @@ class _DeadlineReader:
             take = len(available) if end < 0 else end + 1
             if limit >= 0:
                 take = min(take, limit - size)
-            part = self._took(self._raw.read(take))
+            part = self._raw.read(take)
             parts.append(part)
             size += len(part)
             if part.endswith(b"\n"):
@@ -3227,7 +2982,7 @@ class _DeadlineReader:
         parts, got = [], 0
         while size < 0 or got < size:
             self._arm()
-            part = self._took(self._raw.read1(65536 if size < 0 else min(65536, size - got)))
+            part = self._raw.read1(65536 if size < 0 else min(65536, size - got))
             if not part:
                 break
             parts.append(part)
@@ -3235,134 +2990,53 @@ class _DeadlineReader:
         return b"".join(parts)
 
 
-_REQUEST_VERSION = re.compile(r"HTTP/(\d{1,10})\.(\d{1,10})\Z")
-_END_OF_HEAD = re.compile(rb"\n\r?\n")  # the blank line after the headers
+class _FramingError(Exception):
+    """A request whose message framing is ambiguous or broken: answered, then the connection is closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-class Handler:
+class Handler(http.server.BaseHTTPRequestHandler):
     """Serves the OpenAI API for one client connection (HTTP/1.1, keep-alive).
 
-    Every route answers with and without the ``/v1`` prefix.  Handlers raise ProxyError
-    for anything the client should see; ``_dispatch`` renders it as an OpenAI error body,
-    turns any other exception into a 500 without a traceback on the wire, and writes one
-    access-log line.  A streamed answer is written chunk by chunk (chunked transfer
-    encoding) the moment each upstream event is translated; once its headers are out, an
-    error can only be reported as an ``error`` event followed by the end of the stream.
+    http.server reads each request line and its headers; ``parse_request`` then applies
+    the framing rules the standard library leaves to its users (no Transfer-Encoding with
+    Content-Length, only ``chunked``, one plain Content-Length, token header names, no
+    folded lines, no HTTP/0.9): a request that breaks them is answered and its
+    connection closed, nothing more read from it.  Every route answers with and without
+    the ``/v1`` prefix.  Handlers raise ProxyError for anything the client should see;
+    ``_dispatch`` renders it as an OpenAI error body, turns any other exception into a
+    500 without a traceback on the wire, and writes one access-log line.  A streamed
+    answer is written chunk by chunk (chunked transfer encoding) the moment each
+    upstream event is translated; once its headers are out, an error can only be
+    reported as an ``error`` event followed by the end of the stream.
+
+    Between requests the connection is idle: the server may close it to make room for a
+    new one (see GigaProxyServer); a connection that sends nothing is closed after
+    GIGAPROXY_CLIENT_TIMEOUT, an idle keep-alive one after DEFAULT_KEEPALIVE_TIMEOUT at most.
     """
 
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # errors before the version is known still get a status line
     server_version = "gigaproxy/" + __version__
+    sys_version = ""
+    disable_nagle_algorithm = True  # TCP_NODELAY: a stream's events leave at once
+    server = None  # type: GigaProxyServer  # set by socketserver; declared for readers
 
-    # -- plumbing: the connection, request line and headers, the response head ----------
+    # -- plumbing: waiting for requests, framing checks, writing ---------------------------
 
-    def __init__(self, connection: socket.socket, client_address: Any, server: "GigaProxyServer") -> None:
-        """Serve requests on ``connection`` until either side closes it."""
-        self.connection = connection
-        self.client_address = client_address
-        self.server = server
-        self._head = []  # type: List[bytes]  # the response head, held until it is sent (with a body if small)
-        connection.settimeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
-        self.socket_timeout = DEFAULT_CLIENT_IDLE_TIMEOUT  # what the connection's timeout is set to
-        try:
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        self._input = connection.makefile("rb")  # buffered; self.rfile wraps it with each request's deadline
-        try:
-            self.close_connection = False
-            while not self.close_connection:
-                self.handle_one_request()
-        finally:
-            self._input.close()
-            self.rfile = self._head_lines = None  # they point back here: no cycle left for the GC
+    def setup(self) -> None:
+        super().setup()
+        self._input = self.rfile  # the buffered socket reader; each request reads through a _DeadlineReader
+        self.socket_timeout = None  # type: Optional[float]  # what the connection's timeout is set to
+        self._served = 0  # requests answered on this connection
+        self._status = 0
 
-    def handle_one_request(self) -> None:
-        """Wait (up to the idle timeout) for a request, then give it GIGAPROXY_CLIENT_TIMEOUT."""
-        self.close_connection = True
-        try:
-            self.set_socket_timeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
-            arrived = self._input.peek(1)
-            if not arrived:
-                return
-        except OSError:  # idle too long, or the client went away
-            return
-        self.command = ""
-        self.request_version = "HTTP/1.0"  # how errors are answered until the request line says otherwise
-        # Usually the whole head came in one piece: then it is split into lines in memory,
-        # not read line by line under the deadline (same lines, same rules, a tenth of the calls).
-        end = _END_OF_HEAD.search(arrived)
-        self.rfile = _DeadlineReader(self._input, self, time.monotonic() + self.server.config.client_timeout,
-                                     len(arrived) - end.end() if end else 0)
-        self._head_lines = io.BytesIO(self._input.read(end.end())).readline if end else self.rfile.readline
-        try:
-            self.raw_requestline = self._head_lines(65537)
-            if len(self.raw_requestline) > 65536:
-                self.send_error(414, "Request line too long")
-                return
-            if not self.raw_requestline or not self.parse_request():
-                return
-            if self.command not in _METHODS:
-                self.send_error(501, "Unsupported method (%r)" % self.command[:40])
-                return
-            self._dispatch()
-        except socket.timeout as exc:  # the head did not arrive in time: nothing to answer
-            log.debug("request from %s timed out: %s", self.client_address[0], exc)
-            self.close_connection = True
-        except _ClientGone:  # went away before an answer to a bad head (or a 413 to Expect) was out
-            self.close_connection = True
-
-    def parse_request(self) -> bool:
-        """The request line and headers (http.server's rules, a lean header parser).
-
-        HTTP/1.0 and 1.1 only; malformed lines, bad header names, obsolete line folding,
-        lines over 64 KiB and more than MAX_HEADER_LINES headers get a JSON 4xx.
-        """
-        self.close_connection = True
-        self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        words = requestline.split()
-        if not words:
-            return False
-        if len(words) != 3:
-            self.send_error(400, "Bad request syntax (%r)" % requestline[:100])
-            return False
-        command, path, version = words
-        match = _REQUEST_VERSION.match(version)
-        if match is None:
-            self.send_error(400, "Bad request version (%r)" % version[:40])
-            return False
-        if int(match.group(1)) != 1:
-            self.send_error(505, "Invalid HTTP version (%s)" % version[:40])
-            return False
-        self.request_version = version
-        if int(match.group(2)) >= 1:
-            self.close_connection = False
-        self.command, self.path = command, ("/" + path.lstrip("/")) if path.startswith("//") else path
-        try:
-            self.headers = Headers(read_header_lines(self._head_lines))
-        except BadHeaders as exc:
-            self.send_error(exc.status, str(exc))
-            return False
-        connection = (self.headers.get("Connection") or "").lower()
-        if connection == "close":
-            self.close_connection = True
-        elif connection == "keep-alive":
-            self.close_connection = False
-        if (self.headers.get("Expect") or "").lower() == "100-continue" and version != "HTTP/1.0":
-            if not self.handle_expect_100():
-                return False
-        return True
-
-    def handle_expect_100(self) -> bool:
-        """Refuse an oversized body before the client sends it (``Expect: 100-continue``)."""
-        length = (self.headers.get("Content-Length") or "").strip()
-        if _DIGITS.match(length) and int(length) > self.server.config.max_body_bytes:
-            self.close_connection = True
-            self._status = 413
-            self._send_json(413, self._too_large().body(), {"Connection": "close"})
-            self._drain(int(length))
-            return False
-        self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return True
+    def finish(self) -> None:
+        self.rfile = self._input  # so that socketserver closes the real reader
+        super().finish()
 
     def set_socket_timeout(self, seconds: float) -> None:
         """Set the connection's timeout; no syscall when it already is that."""
@@ -3370,32 +3044,114 @@ class Handler:
             self.connection.settimeout(seconds)
             self.socket_timeout = seconds
 
-    def send_error(self, code: int, message: str) -> None:
-        """Malformed request lines and headers: answered in JSON like every other error."""
+    def handle_one_request(self) -> None:
+        """Wait for the next request (idle: the server may close the connection meanwhile),
+        then give it GIGAPROXY_CLIENT_TIMEOUT to arrive whole, head and body."""
+        config = self.server.config
         self.close_connection = True
-        self._send_json(code, ProxyError(code, message, "invalid_request_error").body(), {"Connection": "close"})
+        wait = config.client_timeout if not self._served else min(DEFAULT_KEEPALIVE_TIMEOUT, config.client_timeout)
+        self.server.connection_idle(self.connection)
+        try:
+            self.set_socket_timeout(wait)
+            arrived = self._input.peek(1)
+        except OSError:  # idle too long, or the client (or the server making room) closed it
+            arrived = b""
+        if not self.server.connection_busy(self.connection) or not arrived:
+            return
+        self._body = _DeadlineReader(self._input, self, time.monotonic() + config.client_timeout)
+        # A head that arrived whole is read straight from the buffer; one still coming, under the deadline.
+        self.rfile = self._input if b"\r\n\r\n" in arrived else self._body
+        self._status = 0
+        try:
+            super().handle_one_request()
+        except _ClientGone:  # went away before an answer to a bad head (or a 413 to Expect) was out
+            self.close_connection = True
+        finally:
+            self.rfile = self._input
+            self._served += 1
 
-    def send_response(self, code: int) -> None:
-        """Start the response head (held in ``_head`` until a body or flush_headers sends it)."""
-        self._head.append(("%s %d %s\r\nServer: %s\r\nDate: %s\r\n" % (
-            self.protocol_version, code, _REASONS.get(code, "Status"), self.server_version, http_date())).encode("ascii"))
+    def parse_request(self) -> bool:
+        """http.server's parse, then the framing rules it leaves to us (RFC 9112 §6, §7)."""
+        self._expect_continue = False
+        if not super().parse_request():
+            return False
+        try:
+            self._check_framing()
+        except _FramingError as exc:
+            self.send_error(exc.status, str(exc))
+            return False
+        if self._expect_continue:
+            length = self.headers.get("Content-Length")
+            if length is not None and int(length) > self.server.config.max_body_bytes:
+                self._send_json(413, self._too_large().body(), {"Connection": "close"})
+                self._log_access(time.monotonic())
+                self._drain(int(length))
+                return False
+            http.server.BaseHTTPRequestHandler.handle_expect_100(self)
+        return True
 
-    def send_header(self, name: str, value: str) -> None:
-        self._head.append(("%s: %s\r\n" % (name, value)).encode("iso-8859-1"))
-        if name.lower() == "connection":
-            if value.lower() == "close":
-                self.close_connection = True
-            elif value.lower() == "keep-alive":
-                self.close_connection = False
+    def handle_expect_100(self) -> bool:
+        """Noted here, answered by parse_request once the framing and the size are checked."""
+        self._expect_continue = True
+        return True
 
-    def flush_headers(self) -> None:
-        """Send what ``_head`` holds (the head, and a body or first chunk appended to it) in one write."""
-        data, self._head = b"".join(self._head), []
-        self.connection.sendall(data)
+    def _check_framing(self) -> None:
+        """Refuse what a front proxy could read differently from us (request smuggling)."""
+        if len(self.requestline.split()) != 3:
+            raise _FramingError(400, "HTTP/0.9 requests are not supported")
+        headers = self.headers
+        # The email parser behind http.server takes a line it cannot read as the end of the
+        # headers (its defects say so), a first "From " line as an envelope, and a folded
+        # line as part of the one before.
+        if headers.get_unixfrom() or any(isinstance(d, _HEADER_DEFECTS) for d in headers.defects):
+            raise _FramingError(400, "malformed header line")
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise _FramingError(400, "bad header name %r" % name[:60])
+            if "\n" in value or "\r" in value:
+                raise _FramingError(400, "folded header lines (obs-fold) are not accepted: %s" % name[:60])
+        encodings = headers.get_all("Transfer-Encoding")
+        lengths = headers.get_all("Content-Length")
+        if encodings and lengths:
+            raise _FramingError(400, "Transfer-Encoding and Content-Length together are not accepted")
+        if encodings and ",".join(encodings).strip().lower() != "chunked":
+            raise _FramingError(501, "Transfer-Encoding %r is not supported (only chunked)"
+                                % _printable(", ".join(encodings), 60))
+        if lengths and (len(lengths) > 1 or not _DIGITS.match(lengths[0])):
+            raise _FramingError(400, "Content-Length must be one plain number (got %s)"
+                                % _printable(", ".join(lengths), 60))
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        """http.server calls this as a response starts: the status is noted; the access line comes at the end."""
+        self._status = int(code) if isinstance(code, int) else self._status
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        log.info("%s " + format, self.address_string(), *(_printable(a) if isinstance(a, str) else a for a in args))
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _log_access(self, started: float, model: str = "-", upstream_id: str = "-") -> None:
+        self.log_message("%s %s %s model=%s %.0fms upstream_id=%s", self.command or "-",
+                         urllib.parse.urlsplit(self.path).path if self.command else "-", self._status or "-",
+                         model, (time.monotonic() - started) * 1000, upstream_id)
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """http.server's error replies (bad request line or headers, 414, 431, 501, 505) in JSON, then close."""
+        self.close_connection = True
+        if not self.request_version:  # a request line over 64 KiB: http.server cleared everything
+            self.request_version = self.default_request_version
+        self.command = self.command or ""
+        started = time.monotonic()
+        self._send_json(code, ProxyError(code, message or "bad request", "invalid_request_error").body(),
+                        {"Connection": "close"})
+        self._log_access(started)
 
     def _send_json(self, status: int, obj: Any, headers: Optional[Dict[str, str]] = None) -> None:
         data = compact_json(obj).encode("utf-8")
-        self._status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -3404,7 +3160,7 @@ class Handler:
         if self.close_connection and "Connection" not in (headers or {}):
             self.send_header("Connection", "close")
         # The head and the body leave in one write (one syscall, one TCP segment when small).
-        self._head.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
+        self._headers_buffer.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
         try:
             self.flush_headers()
         except OSError as exc:  # the client is gone: nobody to tell
@@ -3428,13 +3184,18 @@ class Handler:
         if end:
             chunk += b"0\r\n\r\n"
         try:
-            if self._head:
-                self._head.append(chunk)
+            if getattr(self, "_headers_buffer", None):
+                self._headers_buffer.append(chunk)
                 self.flush_headers()
             else:
-                self.connection.sendall(chunk)
+                self.wfile.write(chunk)
         except OSError as exc:
             raise _ClientGone(exc)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
         started = time.monotonic()
@@ -3446,7 +3207,7 @@ class Handler:
         path = urllib.parse.urlsplit(self.path).path
         self.server.request_started()
         try:
-            self.set_socket_timeout(DEFAULT_CLIENT_IDLE_TIMEOUT)  # for writing; body reads re-arm it
+            self.set_socket_timeout(CLIENT_WRITE_TIMEOUT)  # for writing; body reads re-arm it
             self._check_api_key(path)
             handler, args = self._route(path)
             handler(*args)
@@ -3464,9 +3225,7 @@ class Handler:
             if self.server.draining:
                 self.close_connection = True
             self.server.request_finished()
-            log.info("%s %s %s %s model=%s %.0fms upstream_id=%s", self.client_address[0], self.command,
-                     _printable(path), self._status or "-", _printable(self._model, 80),
-                     (time.monotonic() - started) * 1000, _printable(self._upstream_id, 80))
+            self._log_access(started, self._model, self._upstream_id)
 
     def _check_api_key(self, path: str) -> None:
         """With GIGAPROXY_API_KEY set, every route but /health needs it (Bearer or x-api-key)."""
@@ -3546,35 +3305,23 @@ class Handler:
         return allowed[method], args
 
     # -- request bodies -----------------------------------------------------------------
+    # The framing headers were checked in parse_request: at most one plain Content-Length,
+    # or Transfer-Encoding exactly "chunked", never both.
 
     def _declared_length(self) -> Optional[int]:
-        """The Content-Length, None without one; a malformed or conflicting one is a 400.
-
-        Two different lengths, or a length together with Transfer-Encoding, are refused:
-        behind another proxy that reads them differently they smuggle requests.
-        """
-        values = self.headers.get_all("Content-Length") or []
-        if not values:
-            return None
-        texts = {v.strip() for v in values}
-        if len(texts) > 1 or self.headers.get("Transfer-Encoding") or not _DIGITS.match(values[0].strip()):
-            self.close_connection = True
-            raise bad_request("Content-Length %s is not one plain number (or comes with Transfer-Encoding)"
-                              % _printable(", ".join(values), 60), None, "bad_content_length")
-        return int(values[0].strip())
+        """The Content-Length (checked in parse_request), or None without one."""
+        length = self.headers.get("Content-Length")
+        return None if length is None else int(length)
 
     def _discard_body(self) -> None:
         """Keep the connection usable after refusing a request that carried a body."""
-        try:
-            length = self._declared_length()
-        except ProxyError:
-            return  # close_connection is set: the connection ends after this answer
+        length = self._declared_length()
         if self.headers.get("Transfer-Encoding") or (length or 0) > 65536:
             self._linger = -1 if length is None else length  # read after answering, then close
             self.close_connection = True
         elif length:
             try:
-                self.rfile.read(length)
+                self._body.read(length)
             except OSError:
                 self.close_connection = True
 
@@ -3594,30 +3341,12 @@ class Handler:
         except OSError as exc:
             raise _ClientGone(exc)
         finally:
-            self.set_socket_timeout(DEFAULT_CLIENT_IDLE_TIMEOUT)
+            self.set_socket_timeout(CLIENT_WRITE_TIMEOUT)
 
     def _read_body_unguarded(self) -> bytes:
         limit = self.server.config.max_body_bytes
-        too_large = self._too_large()
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts, total = [], 0
-            while True:
-                size_text = self.rfile.readline(1024).split(b";")[0].strip()
-                if not _HEX_DIGITS.match(size_text):
-                    self.close_connection = True
-                    raise bad_request("malformed chunked request body", None, "bad_chunked_body")
-                size = int(size_text, 16)
-                if size == 0:
-                    while self.rfile.readline(65536) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(parts)
-                total += size
-                if total > limit:
-                    self.close_connection = True
-                    self._linger = -1
-                    raise too_large
-                parts.append(self._read_exact(size))
-                self.rfile.readline(16)
+        if self.headers.get("Transfer-Encoding"):
+            return self._read_chunked(limit)
         length = self._declared_length()
         if length is None:
             self.close_connection = True
@@ -3626,11 +3355,46 @@ class Handler:
         if length > limit:
             self.close_connection = True
             self._linger = length  # read it after answering (for a while), so the client sees the 413
-            raise too_large
+            raise self._too_large()
         return self._read_exact(length)
 
+    def _read_chunked(self, limit: int) -> bytes:
+        """A chunked body read strictly (RFC 9112 §7.1): a bounded size line whose extensions
+        are ignored, CRLF after every chunk's data, trailers read (bounded) and dropped.
+
+        Anything else is a 400 and the end of the connection: nothing more is read from it.
+        """
+        parts, total = [], 0
+        while True:
+            line = self._body.readline(MAX_CHUNK_SIZE_LINE + 1)
+            match = _CHUNK_SIZE_LINE.match(line) if len(line) <= MAX_CHUNK_SIZE_LINE else None
+            if match is None:
+                raise self._bad_chunked("malformed chunk size line" if line else "the body ended before its last chunk")
+            size = int(match.group(1), 16)
+            if size == 0:
+                break
+            total += size
+            if total > limit:
+                self.close_connection = True
+                self._linger = -1
+                raise self._too_large()
+            parts.append(self._read_exact(size))
+            if self._body.read(2) != b"\r\n":
+                raise self._bad_chunked("a chunk's data is not followed by CRLF")
+        for _ in range(MAX_TRAILER_LINES + 1):
+            line = self._body.readline(65537)
+            if line == b"\r\n":
+                return b"".join(parts)
+            if not line.endswith(b"\r\n") or len(line) > 65536:
+                break
+        raise self._bad_chunked("malformed or endless trailer after the last chunk")
+
+    def _bad_chunked(self, message: str) -> ProxyError:
+        self.close_connection = True
+        return bad_request("malformed chunked request body: " + message, None, "bad_chunked_body")
+
     def _read_exact(self, size: int) -> bytes:
-        data = self.rfile.read(size)
+        data = self._body.read(size)
         if len(data) < size:
             self.close_connection = True
             raise bad_request("request body ended after %d of %d bytes" % (len(data), size), None, "truncated_body")
@@ -3760,9 +3524,9 @@ class Handler:
 
         def run(i: int) -> None:
             try:
-                answer, upstream_headers = self.server.upstream.call("POST", "/chat/completions", bodies[i], headers)
+                answer, exchange = self.server.upstream.call("POST", "/chat/completions", bodies[i], headers)
                 results[i] = answer
-                self._upstream_id = upstream_headers.get("x-request-id") or "-"
+                self._upstream_id = exchange.header("x-request-id") or "-"
             except BaseException as exc:  # re-raised below, in the request's own thread
                 errors[i] = exc
 
@@ -3784,9 +3548,9 @@ class Handler:
         self._model = model
         vectors, tokens = [], 0  # type: List[List[float]], int
         for batch in embedding_batches(texts):
-            answer, upstream_headers = self.server.upstream.call(
+            answer, exchange = self.server.upstream.call(
                 "POST", "/embeddings", {"model": model, "input": batch}, self._forwarded_headers())
-            self._upstream_id = upstream_headers.get("x-request-id") or "-"
+            self._upstream_id = exchange.header("x-request-id") or "-"
             batch_vectors, batch_tokens = parse_embeddings_answer(answer, len(batch))
             vectors.extend(batch_vectors)
             tokens += batch_tokens
@@ -3815,7 +3579,7 @@ class Handler:
     def _stream_chat(self, giga: Dict[str, Any], headers: Dict[str, str], translator: StreamTranslator,
                      adapt: Optional[Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]] = None) -> None:
         exchange = self.server.upstream.open_stream(giga, headers)  # errors here are ordinary replies
-        self._upstream_id = exchange.headers.get("x-request-id") or "-"
+        self._upstream_id = exchange.header("x-request-id") or "-"
         finished = False
         try:
             self._status = 200
@@ -3824,7 +3588,7 @@ class Handler:
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("X-Accel-Buffering", "no")
-            self._head.append(b"\r\n")  # held: it leaves with the first event
+            self._headers_buffer.append(b"\r\n")  # end_headers() without its flush: the head leaves with the first event
             self._stream_started = True
             try:
                 for data in iter_sse_data(exchange.read_some):
@@ -3840,10 +3604,10 @@ class Handler:
                     if translator.stopped_early:
                         break  # the upstream request is closed below, unread
                 tail = translator.finish()
-            except UpstreamIncomplete:  # the connection ended inside the body
+            except http.client.IncompleteRead:  # the connection ended inside the body
                 raise ProxyError(502, "GigaChat's stream ended before the answer was complete",
                                  "api_error", "upstream_stream_incomplete")
-            except (OSError, UpstreamProtocolError) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 error = _transport_error(exc, self.server.upstream.host, self.server.config.timeout)
                 if not isinstance(error, ProxyError):
                     raise
@@ -3851,7 +3615,7 @@ class Handler:
             if finished:  # back to the pool before the client hears the end, so its next request finds it
                 try:
                     exchange.read()  # GigaChat's body ends right after [DONE]
-                except (OSError, UpstreamProtocolError):
+                except (OSError, http.client.HTTPException):
                     exchange.close()
             self._write_events(tail, adapt, more=SSE_DONE, end=True)
         except ProxyError as exc:
@@ -3889,18 +3653,51 @@ ROUTES = {
 # main() reads the configuration, sets up logging and is the only place that exits.
 
 
-class GigaProxyServer:
-    """The listening socket, the shared upstream client, and the counts that bound load.
+class _OverCapacity(Handler):
+    """Answers one request on a connection over the cap with 503 + ``Retry-After`` and closes it.
 
-    ``serve_forever()`` accepts connections until ``shutdown()``; each is served by a
-    Handler in a thread of its own, at most ``config.max_concurrency`` at once: a
-    connection past that gets a 503 with ``Retry-After`` from a short-lived thread (those
-    are bounded too; beyond them the connection is simply closed).  ``_lock`` guards the
-    connection and request counters; ``_idle`` is notified when the last request ends,
-    which is what a graceful shutdown waits for.
+    The request head is read first (for a second at most), so that closing does not
+    reset the answer away before the client reads it.
     """
 
+    def handle(self) -> None:
+        self.close_connection = True
+        self.set_socket_timeout(1.0)
+        try:
+            self.raw_requestline = self._input.readline(65537)
+            if self.raw_requestline and http.server.BaseHTTPRequestHandler.parse_request(self):
+                self._send_json(503, ProxyError(
+                    503, "gigaproxy is at GIGAPROXY_MAX_CONCURRENCY (%d connections); retry shortly"
+                    % self.server.config.max_concurrency, "api_error", "overloaded").body(),
+                    {"Retry-After": "1", "Connection": "close"})
+        except (OSError, _ClientGone):
+            pass
+        log.warning("refused a connection from %s: over GIGAPROXY_MAX_CONCURRENCY=%d",
+                    self.client_address[0], self.server.config.max_concurrency)
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        self.close_connection = True  # a malformed head here gets no answer but the close
+
+
+class GigaProxyServer(http.server.ThreadingHTTPServer):
+    """The listening socket, the shared upstream client, and the counts that bound load.
+
+    One thread per client connection, at most ``config.max_concurrency`` of them.  A
+    connection only waiting for its next request (idle) does not keep a new one out:
+    at the cap the longest-idle connection is closed to make room (``_idle``, in the
+    order they became idle); only when every connection is busy with a request does a
+    new one get a 503 with ``Retry-After`` from a short-lived thread (those are bounded
+    too; beyond them the connection is simply closed).  ``_lock`` guards the counters
+    and ``_idle``; ``_quiet`` is notified when the last request ends, which is what a
+    graceful shutdown waits for.  Connections are known by their sockets: ``_idle``
+    holds the idle ones, ``_closed_idle`` those closed to make room whose threads have
+    not ended yet.
+    """
+
+    daemon_threads = True
+    block_on_close = False
     request_queue_size = 128  # the listen backlog (socketserver's default is 5)
+    allow_reuse_address = os.name != "nt"  # on Windows SO_REUSEADDR lets others steal the port
 
     def __init__(self, config: Config, upstream: Upstream) -> None:
         self.config = config
@@ -3908,58 +3705,32 @@ class GigaProxyServer:
         self.draining = False
         self.image_context = build_ssl_context(config, system_store=True) if config.allow_image_urls else None
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._connections = 0
+        self._quiet = threading.Condition(self._lock)
+        self._connections = 0  # handler threads running (those in _closed_idle included)
         self._refusing = 0
         self._requests = 0
-        self._stop_requested = False
-        self._stopped = threading.Event()
-        self._stopped.set()
-        self.socket = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            if os.name != "nt":  # on Windows SO_REUSEADDR lets others steal the port
-                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if config.workers > 1:  # every worker process listens on the same port
-                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            self.socket.bind((config.host, config.port))
-            self.socket.listen(self.request_queue_size)
-        except BaseException:
-            self.socket.close()
-            raise
-        self.server_address = self.socket.getsockname()
+        self._idle = collections.OrderedDict()  # type: collections.OrderedDict[socket.socket, None]
+        self._closed_idle = set()  # type: set
+        if ":" in config.host:
+            self.address_family = socket.AF_INET6
+        super().__init__((config.host, config.port), Handler)
 
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Accept connections until shutdown() (noticed within ``poll_interval`` seconds)."""
-        self._stopped.clear()
-        try:
-            self.socket.settimeout(poll_interval)  # accepted sockets still start blocking
-            while not self._stop_requested:
-                try:
-                    request, client_address = self.socket.accept()
-                except socket.timeout:
-                    continue
-                except OSError as exc:
-                    if self.socket.fileno() < 0:
-                        break  # closed under us
-                    log.warning("accept failed: %s", exc)  # out of file descriptors, most likely
-                    self._stopped.wait(0.05)  # not a busy loop while it lasts
-                    continue
-                self.process_request(request, client_address)
-        finally:
-            self._stop_requested = False
-            self._stopped.set()
-
-    def shutdown(self) -> None:
-        """Stop serve_forever() (from another thread) and wait until it has returned."""
-        self._stop_requested = True
-        self._stopped.wait()
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse-DNS lookup of the address (seconds on a bad resolver)."""
+        if self.config.workers > 1:  # every worker process listens on the same port
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:
-            admitted = self._connections < self.config.max_concurrency
+            admitted = self._connections - len(self._closed_idle) < self.config.max_concurrency
+            if not admitted and self._idle and len(self._closed_idle) < MAX_REFUSING:
+                self._close_idle(next(iter(self._idle)))  # the longest idle makes room
+                admitted = True
             if admitted:
                 self._connections += 1
-            elif self._refusing < 16:
+            elif self._refusing < MAX_REFUSING:
                 self._refusing += 1
             else:
                 self.shutdown_request(request)  # overloaded even for polite refusals
@@ -3976,45 +3747,45 @@ class GigaProxyServer:
                 else:
                     self._refusing -= 1
 
+    def _close_idle(self, connection: socket.socket) -> None:
+        """Close an idle connection (``_lock`` held); its thread ends on its own soon after."""
+        del self._idle[connection]
+        self._closed_idle.add(connection)
+        try:
+            connection.shutdown(socket.SHUT_RDWR)  # wakes its thread, blocked in recv
+        except OSError:
+            pass
+
+    def connection_idle(self, connection: socket.socket) -> None:
+        """The connection waits for its next request: it may be closed to make room meanwhile."""
+        with self._lock:
+            if connection not in self._closed_idle:
+                self._idle[connection] = None
+
+    def connection_busy(self, connection: socket.socket) -> bool:
+        """The connection has a request (or its wait ended); False if it was closed while idle."""
+        with self._lock:
+            self._idle.pop(connection, None)
+            return connection not in self._closed_idle
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            Handler(request, client_address, self)
+            super().process_request_thread(request, client_address)  # handle, then shutdown_request
+        finally:
+            with self._lock:
+                self._connections -= 1
+                self._idle.pop(request, None)
+                self._closed_idle.discard(request)
+
+    def _refuse(self, request: Any, client_address: Any) -> None:
+        try:
+            _OverCapacity(request, client_address, self)
         except Exception:
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
             with self._lock:
-                self._connections -= 1
-
-    def shutdown_request(self, request: socket.socket) -> None:
-        """Close a client connection, sending what is still buffered first (no reset)."""
-        try:
-            request.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        request.close()
-
-    def _refuse(self, request: Any, client_address: Any) -> None:
-        """Answer 503 + Retry-After to a connection over the cap, then close it."""
-        body = json.dumps(ProxyError(503, "gigaproxy is at GIGAPROXY_MAX_CONCURRENCY (%d connections); retry "
-                                     "shortly" % self.config.max_concurrency, "api_error", "overloaded").body())
-        try:
-            request.settimeout(1.0)
-            try:
-                request.recv(65536)  # the request head, so closing does not reset the answer away
-            except OSError:
-                pass
-            request.sendall(("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                             "Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(body), body)).encode("utf-8"))
-        except OSError:
-            pass
-        finally:
-            self.shutdown_request(request)
-            with self._lock:
                 self._refusing -= 1
-        log.warning("refused a connection from %s: over GIGAPROXY_MAX_CONCURRENCY=%d",
-                    client_address[0], self.config.max_concurrency)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection failed outside any request (a reset, a half-sent request line)."""
@@ -4032,7 +3803,7 @@ class GigaProxyServer:
         with self._lock:
             self._requests -= 1
             if self._requests == 0:
-                self._idle.notify_all()
+                self._quiet.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is in flight; False if some still are after ``timeout``."""
@@ -4042,11 +3813,17 @@ class GigaProxyServer:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._idle.wait(left)
+                self._quiet.wait(left)
             return True
 
+    def close_idle_connections(self) -> None:
+        """Close every connection that waits for its next request (at shutdown)."""
+        with self._lock:
+            for connection in list(self._idle):
+                self._close_idle(connection)
+
     def server_close(self) -> None:
-        self.socket.close()
+        super().server_close()
         self.upstream.transport.close()
 
 

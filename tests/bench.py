@@ -7,6 +7,8 @@ Run from the repository root (standard library only, Python 3.8+)::
     python tests/bench.py --quick      # a ~20 s smoke run
     python tests/bench.py --profile    # cProfile of gigaproxy under load, top 30 functions
     python tests/bench.py --workers 2  # plus a row for gigaproxy --workers 2 (needs 3+ cores to mean much)
+    python tests/bench.py --compare-rev dbd94d9       # gigaproxy.py vs. the file as of commit dbd94d9
+    python tests/bench.py --compare old.py --proxy new.py   # any two files (default --proxy: ./gigaproxy.py)
 
 The name does not start with ``test_``: pytest never collects this file.
 
@@ -27,8 +29,10 @@ Processes (all on 127.0.0.1, all started and stopped by this script)
   validates every request and is far too slow to stay out of the measurement.
   Every content delta carries ``w<i>:<time.monotonic_ns()>`` taken just before the send,
   so the client can tell how long each chunk took to reach it (one machine, one clock).
-* **gigaproxy**: ``python gigaproxy.py --port 0`` (a copy taken when the run starts, so
-  that edits made meanwhile do not mix versions; its sha256 is printed) with GIGACHAT_CREDENTIALS,
+* **gigaproxy**: ``python gigaproxy.py --port 0`` (a copy of the repository's file, or of
+  ``--proxy PATH``, taken when the run starts into a temporary directory of its own with
+  russian_trusted_root_ca.pem beside it, so that edits made meanwhile do not mix
+  versions; its sha256 is printed) with GIGACHAT_CREDENTIALS,
   GIGACHAT_BASE_URL / GIGACHAT_AUTH_URL at the fake and GIGACHAT_CA_BUNDLE_FILE for
   HTTPS; its port is read from the "listening on http://127.0.0.1:<port>/v1" log line
   (its log goes to a temporary file, at its default level INFO: the access log is part
@@ -81,6 +85,23 @@ interleaved, in ``--reps`` repetitions; the table shows medians over repetitions
 * wake-up tax (Linux): the CPU a fixed bit of Python work costs back to back vs. once
   every 5 ms on the proxy's core; on virtual machines the second is several times the
   first, and every stream chunk pays it (the fake too).
+
+Comparing two files (``--compare PATH``, or ``--compare-rev REV`` for ``git show
+REV:gigaproxy.py``): the second file is copied and run exactly like the first (own
+temporary directory and CA bundle beside it, sha256 printed), and every repetition runs
+both: both start (cold start, idle RSS, ``-m``; which one starts first alternates), both
+stay up on the proxy's core, and each cell runs three times, through the file under test
+("new"), through the other (labelled REV, or "other") and straight at the fake (one
+baseline shared by both); the order of the three goes through all six permutations from
+cell to cell and repetition to repetition, so neither proxy always goes first or right
+after the baseline.  The report has a row per file, plus a "new vs other" row in the
+summary table and in every cell of the per-cell table, and a one-line summary: req/s as %
+of the other's and CPU per request/stream as a ratio (the median over repetitions of
+each repetition's ratio), added latency, TTFB, chunk delay, cold start and idle RSS as
+differences new - other (likewise the median of per-repetition differences).  The
+stream-32 peak, the soak run and ``--workers`` run for each file, one after the other;
+``--profile`` profiles each file (``<prefix>.<label>.nonstream.prof`` ...).  Without a
+second file the output is what it was.
 
 ``--profile`` runs gigaproxy under cProfile instead, for a non-stream c=8 and a stream
 c=16 cell (one proxy each), stops it with SIGINT so that the profile is written, and
@@ -692,22 +713,80 @@ class LineReader:
         return line.decode("utf-8")
 
 
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def git_show(rev, path):
+    """``git show REV:PATH`` in the repository, as bytes; None if git or the file is missing."""
+    try:
+        out = subprocess.run(["git", "show", "%s:%s" % (rev, path)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=60)
+    except OSError:
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def proxy_sources(args):
+    """The gigaproxy files of this run: [(label, where from, gigaproxy.py bytes, CA bundle bytes or None)].
+
+    The first is the file under test (``--proxy``, default the repository's gigaproxy.py),
+    labelled "new"; with ``--compare PATH`` or ``--compare-rev REV`` a second one follows.
+    Each comes with the russian_trusted_root_ca.pem beside it (at that revision for
+    ``--compare-rev``), or the repository's if there is none.  Everything is read now,
+    before anything starts, so that edits made during the run change nothing.
+    """
+    bundled = read_file(BUNDLED_CA) if os.path.exists(BUNDLED_CA) else None
+
+    def beside(path):
+        ca = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(BUNDLED_CA))
+        return read_file(ca) if os.path.exists(ca) else bundled
+
+    def from_path(label, path):
+        if not os.path.isfile(path):
+            raise SystemExit("bench.py: no such file: %s" % path)
+        what = "gigaproxy.py (working tree)" if os.path.abspath(path) == GIGAPROXY else os.path.abspath(path)
+        return label, what, read_file(path), beside(path)
+
+    sources = [from_path("new", args.proxy or GIGAPROXY)]
+    if args.compare:
+        sources.append(from_path("other", args.compare))
+    elif args.compare_rev:
+        data = git_show(args.compare_rev, "gigaproxy.py")
+        if data is None:
+            raise SystemExit("bench.py: 'git show %s:gigaproxy.py' failed" % args.compare_rev)
+        label = args.compare_rev if args.compare_rev != "new" else "other"
+        sources.append((label, "git show %s:gigaproxy.py" % args.compare_rev, data,
+                        git_show(args.compare_rev, os.path.basename(BUNDLED_CA)) or bundled))
+    return sources
+
+
 class Bench:
-    def __init__(self, args):
+    def __init__(self, args, sources):
         self.args = args
         self.procs = []
         self.tmp = tempfile.mkdtemp(prefix="gigaproxy-bench-")
-        # One run measures one version of the file, even if it is being edited meanwhile.
-        self.script_dir = os.path.join(self.tmp, "snapshot")
-        os.mkdir(self.script_dir)
-        self.script = os.path.join(self.script_dir, "gigaproxy.py")
-        for source in (GIGAPROXY, BUNDLED_CA):
-            if os.path.exists(source):
-                with open(source, "rb") as f:
-                    data = f.read()
-                with open(os.path.join(self.script_dir, os.path.basename(source)), "wb") as f:
-                    f.write(data)
-        self.fingerprint = gigaproxy_fingerprint(self.script)
+        # One run measures one version of each file, even if it is being edited meanwhile:
+        # every file runs from its own copy (with the CA bundle beside it, as in the repository).
+        self.subjects = []
+        compare = len(sources) > 1
+        for index, (label, what, data, ca) in enumerate(sources):
+            script_dir = os.path.join(self.tmp, "snapshot" if index == 0 else "snapshot-%d" % index)
+            os.mkdir(script_dir)
+            script = os.path.join(script_dir, "gigaproxy.py")
+            with open(script, "wb") as f:
+                f.write(data)
+            if ca is not None:
+                with open(os.path.join(script_dir, os.path.basename(BUNDLED_CA)), "wb") as f:
+                    f.write(ca)
+            self.subjects.append({
+                "label": label, "what": what, "dir": script_dir, "script": script,
+                "fingerprint": gigaproxy_fingerprint(script),
+                # what progress lines and the per-cell table call it: "proxy" when there is one
+                "name": label if compare else "proxy"})
+        self.script_dir, self.script = self.subjects[0]["dir"], self.subjects[0]["script"]
+        self.fingerprint = self.subjects[0]["fingerprint"]
         self.proxy_core, self.other_cores = None, None
         self.libc = None
         self.proxy_count = 0
@@ -879,22 +958,24 @@ class Bench:
             env["GIGAPROXY_LOG_LEVEL"] = self.args.proxy_log_level
         return env
 
-    def start_proxy(self, workers=None, profile_out=None, module=False):
+    def start_proxy(self, subject=None, workers=None, profile_out=None, module=False):
         """Start gigaproxy; returns a dict with the process, port and cold-start timings.
 
+        ``subject``: which copy (one of ``self.subjects``; default the file under test).
         ``module``: as ``python -m gigaproxy`` (found through PYTHONPATH), which runs the
         bytecode Python cached in __pycache__ instead of compiling the file at every start.
         """
+        subject = subject or self.subjects[0]
         self.proxy_count += 1
         log_path = os.path.join(self.tmp, "proxy-%d.log" % self.proxy_count)
-        argv = [sys.executable, self.script, "--port", "0"]
+        argv = [sys.executable, subject["script"], "--port", "0"]
         env = self.proxy_env()
         if module:
             argv = [sys.executable, "-m", "gigaproxy", "--port", "0"]
-            env["PYTHONPATH"] = self.script_dir
+            env["PYTHONPATH"] = subject["dir"]
         if profile_out:
             argv = [sys.executable, os.path.abspath(__file__), "--_role", "profiled-proxy", "--out", profile_out,
-                    "--dir", self.script_dir, "--", "--port", "0"]
+                    "--dir", subject["dir"], "--", "--port", "0"]
         if workers:
             argv += ["--workers", str(workers)]
         cores = self.proxy_core if not (workers and workers > 1) else None
@@ -903,7 +984,7 @@ class Bench:
         proc = self.spawn(argv, cores=cores, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                           cwd=self.tmp, env=env)
         log_file.close()
-        proxy = {"proc": proc, "pid": proc.pid, "tree": bool(workers and workers > 1)}
+        proxy = {"proc": proc, "pid": proc.pid, "tree": bool(workers and workers > 1), "name": subject["name"]}
         self.proxies.append(proxy)  # from now on cleanup() stops it, workers included
         port = None
         with open(log_path, "rb") as log:
@@ -1013,7 +1094,8 @@ class Bench:
         if "fatal" in result:
             raise RuntimeError("load generator failed: %s" % result["fatal"])
         if result["errors"]:
-            self.say("  ! %s %s c=%d: %d errors, first: %s" % (target, "stream" if stream else "non-stream", conc,
+            who = proxy["name"] if target == "proxy" else target
+            self.say("  ! %s %s c=%d: %d errors, first: %s" % (who, "stream" if stream else "non-stream", conc,
                                                                 result["errors"], result["error"]))
         return result
 
@@ -1058,71 +1140,110 @@ def gigaproxy_version(script):
     return out or "gigaproxy"
 
 
+# With --compare, the order of the three runs of a cell (n: the file under test, o: the other
+# file, f: the fake alone) goes through all six permutations, one step per cell and per
+# repetition: n and o swap places at every step and the baseline moves through first,
+# middle, last, so neither proxy always runs first, or right after the baseline.
+COMPARE_ORDERS = ["fno", "ofn", "nof", "fon", "nfo", "onf"]
+
+
 def full_run(bench):
     args = bench.args
     reps, duration = args.reps, args.duration
-    workers = None
-    if args.workers:
-        if gigaproxy_has_workers_flag(bench.script):
-            workers = args.workers
-            bench.say("--workers %d: gigaproxy supports it; an extra row runs %d workers (not pinned)"
-                      % (workers, workers))
-        else:
-            bench.say("--workers: not available yet (gigaproxy --help has no --workers flag); one process only")
-    version = gigaproxy_version(bench.script)
-    per = {"proxy": {c: [] for c in CELLS}, "fake": {c: [] for c in CELLS}}
-    multi = {c: [] for c in CELLS if c[0] == "ns" and c[1] > 1}
-    starts, idle_rss, idle_threads, loaded_idle_rss, stream32, bare = [], [], [], [], [], []
-    module_starts, module_rss, floor_rss = [], [], []
-    soak = None
+    subjects = bench.subjects
+    compare = len(subjects) > 1
+    for subject in subjects:
+        subject["workers"] = None
+        if args.workers:
+            whose = "" if not compare else " (%s)" % subject["label"]
+            if gigaproxy_has_workers_flag(subject["script"]):
+                subject["workers"] = args.workers
+                bench.say("--workers %d%s: gigaproxy supports it; an extra row runs %d workers (not pinned)"
+                          % (args.workers, whose, args.workers))
+            else:
+                bench.say("--workers%s: not available yet (gigaproxy --help has no --workers flag); one process only"
+                          % whose)
+        subject["version"] = gigaproxy_version(subject["script"])
+        if compare:
+            bench.say("%s = %s: %s, %s" % (subject["label"], subject["what"], subject["version"],
+                                           subject["fingerprint"]))
+    # Per file: its cells and start-up/memory figures; every list holds one entry per repetition.
+    runs = {s["label"]: {"cells": {c: [] for c in CELLS}, "multi": {c: [] for c in CELLS if c[0] == "ns" and c[1] > 1},
+                         "starts": [], "idle_rss": [], "idle_threads": [], "loaded_idle_rss": [], "stream32": [],
+                         "module_starts": [], "module_rss": [], "soak": None}
+            for s in subjects}
+    fake = {c: [] for c in CELLS}  # the baseline: one run per cell and repetition, shared by both files
+    bare, floor_rss = [], []
+    width = max([5] + [len(s["name"]) for s in subjects])
     t_begin = time.monotonic()
     tax = bench.wakeup_tax()
-    py_compile.compile(bench.script, doraise=True)  # the __pycache__ a first `python -m gigaproxy` leaves
+    for subject in subjects:
+        py_compile.compile(subject["script"], doraise=True)  # the __pycache__ a first `python -m gigaproxy` leaves
     for rep in range(reps):
+        turn = subjects if rep % 2 == 0 else subjects[::-1]  # with --compare, who starts first alternates
         bare.append(bench.python_start())
         floor_rss.append(bench.tls_floor_rss())
-        mproxy = bench.start_proxy(module=True)
-        module_starts.append(mproxy["cold_s"])
-        time.sleep(0.5)
-        module_rss.append(proc_mem(mproxy["pid"])[0])
-        bench.stop_proxy(mproxy)
-        proxy = bench.start_proxy()
-        starts.append((proxy["listen_s"], proxy["cold_s"]))
-        time.sleep(0.5)
-        rss, threads = proc_mem(proxy["pid"])
-        idle_rss.append(rss)
-        idle_threads.append(threads)
-        bench.say("rep %d/%d: gigaproxy up on port %d, first answer %.0f ms after start, idle RSS %s MiB"
-                  % (rep + 1, reps, proxy["port"], proxy["cold_s"] * 1000, fmt(rss, digits=1)))
-        bench.cell("proxy", False, 32, duration=0.5, proxy=proxy)  # warm-up: token, pool, code paths
+        proxies = {}
+        for subject in turn:
+            R = runs[subject["label"]]
+            mproxy = bench.start_proxy(subject, module=True)
+            R["module_starts"].append(mproxy["cold_s"])
+            time.sleep(0.5)
+            R["module_rss"].append(proc_mem(mproxy["pid"])[0])
+            bench.stop_proxy(mproxy)
+            proxy = proxies[subject["label"]] = bench.start_proxy(subject)
+            R["starts"].append((proxy["listen_s"], proxy["cold_s"]))
+            time.sleep(0.5)
+            rss, threads = proc_mem(proxy["pid"])
+            R["idle_rss"].append(rss)
+            R["idle_threads"].append(threads)
+            bench.say("rep %d/%d: %s up on port %d, first answer %.0f ms after start, idle RSS %s MiB"
+                      % (rep + 1, reps, subject["label"] if compare else "gigaproxy", proxy["port"],
+                         proxy["cold_s"] * 1000, fmt(rss, digits=1)))
+        for subject in turn:  # warm-up: token, pool, code paths
+            bench.cell("proxy", False, 32, duration=0.5, proxy=proxies[subject["label"]])
         bench.cell("fake", False, 32, duration=0.5)
-        for kind, conc in CELLS:
-            order = ("fake", "proxy") if rep % 2 == 0 else ("proxy", "fake")
-            for target in order:
-                r = bench.cell(target, kind == "s", conc, duration=duration, proxy=proxy)
-                per[target][(kind, conc)].append(r)
-                bench.say("  %-5s %-14s %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms%s%s"
-                          % (target, cell_name(kind, conc), r["rps"] or 0, r["p50"] or 0, r["p99"] or 0,
+        for index, (kind, conc) in enumerate(CELLS):
+            if compare:
+                by_letter = {"n": subjects[0], "o": subjects[1], "f": None}
+                order = [by_letter[x] for x in COMPARE_ORDERS[(rep * len(CELLS) + index) % len(COMPARE_ORDERS)]]
+            else:
+                order = [None, subjects[0]] if rep % 2 == 0 else [subjects[0], None]
+            for subject in order:
+                if subject is None:
+                    r = bench.cell("fake", kind == "s", conc, duration=duration)
+                    fake[(kind, conc)].append(r)
+                else:
+                    r = bench.cell("proxy", kind == "s", conc, duration=duration, proxy=proxies[subject["label"]])
+                    runs[subject["label"]]["cells"][(kind, conc)].append(r)
+                bench.say("  %-*s %-14s %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms%s%s"
+                          % (width, "fake" if subject is None else subject["name"], cell_name(kind, conc),
+                             r["rps"] or 0, r["p50"] or 0, r["p99"] or 0,
                              "  ttfb %.2f ms" % r["ttfb50"] if r["ttfb50"] is not None else "",
                              "  proxy CPU %.3f ms/req" % (r["proxy_cpu"] * 1000 / r["n"])
                              if r["proxy_cpu"] is not None and r["n"] else ""))
-        r = bench.cell("proxy", True, 32, duration=min(duration, 2.0), proxy=proxy, sample=True)
-        stream32.append(r)
-        time.sleep(0.3)
-        loaded_idle_rss.append(proc_mem(proxy["pid"])[0])
-        if rep == reps - 1 and args.soak:
-            soak = soak_run(bench, proxy)
-        bench.stop_proxy(proxy)
-        if workers and workers > 1:
-            mproxy = bench.start_proxy(workers=workers)
-            bench.cell("proxy", False, 32, duration=0.5, proxy=mproxy)
-            for key in multi:
-                r = bench.cell("proxy", False, key[1], duration=duration, proxy=mproxy)
-                multi[key].append(r)
-                bench.say("  %d workers %-14s %8.1f req/s" % (workers, cell_name(*key), r["rps"] or 0))
-            bench.stop_proxy(mproxy)
-    print_report(bench, version, per, multi, workers, starts, idle_rss, idle_threads, loaded_idle_rss, stream32,
-                 soak, bare, tax, time.monotonic() - t_begin, (module_starts, module_rss, floor_rss))
+        for subject in turn:
+            R, proxy = runs[subject["label"]], proxies[subject["label"]]
+            r = bench.cell("proxy", True, 32, duration=min(duration, 2.0), proxy=proxy, sample=True)
+            R["stream32"].append(r)
+            time.sleep(0.3)
+            R["loaded_idle_rss"].append(proc_mem(proxy["pid"])[0])
+            if rep == reps - 1 and args.soak:
+                R["soak"] = soak_run(bench, proxy)
+            bench.stop_proxy(proxy)
+        for subject in turn:
+            workers = subject["workers"]
+            if workers and workers > 1:
+                multi = runs[subject["label"]]["multi"]
+                mproxy = bench.start_proxy(subject, workers=workers)
+                bench.cell("proxy", False, 32, duration=0.5, proxy=mproxy)
+                for key in multi:
+                    r = bench.cell("proxy", False, key[1], duration=duration, proxy=mproxy)
+                    multi[key].append(r)
+                    bench.say("  %s%d workers %-14s %8.1f req/s"
+                              % (subject["label"] + " " if compare else "", workers, cell_name(*key), r["rps"] or 0))
+                bench.stop_proxy(mproxy)
+    print_report(bench, runs, fake, bare, floor_rss, tax, time.monotonic() - t_begin)
 
 
 def soak_run(bench, proxy):
@@ -1151,39 +1272,29 @@ def per_unit_cpu_ms(r):
     return r["proxy_cpu"] * 1000.0 / r["n"]
 
 
-def print_report(bench, version, per, multi, workers, starts, idle_rss, idle_threads, loaded_idle_rss, stream32,
-                 soak, bare, tax, seconds, module):
-    args = bench.args
-    P, F = per["proxy"], per["fake"]
+def ratio(a, b):
+    return a / b if a is not None and b else None
 
-    def m(key, field, target=P):
+
+def difference(a, b):
+    return a - b if a is not None and b is not None else None
+
+
+def print_report(bench, runs, F, bare, floor_rss, tax, seconds):
+    args = bench.args
+    subjects = bench.subjects
+    compare = len(subjects) > 1
+    chunks = args.chunks
+
+    def m(key, field, target):
         return med([r[field] for r in target[key]])
 
-    def added(key, field):
+    def added(P, key, field):
         return med([p[field] - f[field] for p, f in zip(P[key], F[key])
                     if p[field] is not None and f[field] is not None])
 
-    def cpu(key):
+    def cpu(P, key):
         return med([per_unit_cpu_ms(r) for r in P[key]])
-
-    cold = med([s[1] for s in starts])
-    rss_idle = med(idle_rss)
-    rps = [m(("ns", c), "rps") for c in (1, 8, 32)]
-    base_rps = [m(("ns", c), "rps", F) for c in (1, 8, 32)]
-    cpu_req = [cpu(("ns", c)) for c in (1, 8, 32)]
-    cpu_stream = [cpu(("s", c)) for c in (1, 16)]
-    rss32 = med([r["rss_max"] for r in stream32])
-    print()
-    print("=" * 100)
-    print("%s vs. the fake GigaChat directly: medians of %d interleaved repetitions, %.1f s per cell, %s upstream,"
-          % (version, args.reps, args.duration, "HTTPS" if args.tls else "plain HTTP"))
-    print("%d-chunk streams %.0f ms apart; Python %s; %d CPUs; whole run %.0f s; %s"
-          % (args.chunks, args.chunk_interval_ms, sys.version.split()[0], os.cpu_count() or 0, seconds,
-             bench.fingerprint))
-    for note in bench.notes:
-        if note.startswith(("CPU pinning", "--workers", "--spin")):
-            print(note)
-    print()
 
     def span(values, digits):
         values = [v for v in values if v is not None]
@@ -1195,27 +1306,97 @@ def print_report(bench, version, per, multi, workers, starts, idle_rss, idle_thr
     def joined(values, digits=0):
         return " / ".join(fmt(v, digits=digits) for v in values)
 
+    print()
+    print("=" * 100)
+    if compare:
+        new, other = subjects
+        print("%s vs. %s vs. the fake GigaChat directly: medians of %d interleaved repetitions, %.1f s per cell, "
+              "%s upstream," % (new["label"], other["label"], args.reps, args.duration,
+                                "HTTPS" if args.tls else "plain HTTP"))
+        print("%d-chunk streams %.0f ms apart; Python %s; %d CPUs; whole run %.0f s"
+              % (chunks, args.chunk_interval_ms, sys.version.split()[0], os.cpu_count() or 0, seconds))
+        for subject in subjects:
+            print("%s = %s: %s, %s" % (subject["label"], subject["what"], subject["version"], subject["fingerprint"]))
+    else:
+        print("%s vs. the fake GigaChat directly: medians of %d interleaved repetitions, %.1f s per cell, %s upstream,"
+              % (subjects[0]["version"], args.reps, args.duration, "HTTPS" if args.tls else "plain HTTP"))
+        print("%d-chunk streams %.0f ms apart; Python %s; %d CPUs; whole run %.0f s; %s"
+              % (chunks, args.chunk_interval_ms, sys.version.split()[0], os.cpu_count() or 0, seconds,
+                 bench.fingerprint))
+    for note in bench.notes:
+        if note.startswith(("CPU pinning", "--workers", "--spin")):
+            print(note)
+    print()
+
     print("| | req/s, c=1 / 8 / 32 | added p50 latency, c=1 | added TTFB, stream c=1 / c=16 | CPU per request "
-          "| CPU per %d-chunk stream | idle RSS | cold start |" % args.chunks)
+          "| CPU per %d-chunk stream | idle RSS | cold start |" % chunks)
     print("|---|---|---|---|---|---|---|---|")
-    module_starts, module_rss, floor_rss = module
-    print("| %s (this run) | %s | %s | %s / %s | %s | %s | %s; -m: %s | %s; -m: %s |" % (
-        version, joined(rps), fmt(added(("ns", 1), "p50"), " ms", 2, True),
-        fmt(added(("s", 1), "ttfb50"), "", 2, True), fmt(added(("s", 16), "ttfb50"), " ms", 2, True),
-        span(cpu_req, 2), span(cpu_stream, 1), fmt(rss_idle, " MiB", 1), fmt(med(module_rss), " MiB", 1),
-        fmt(cold, " s", 3), fmt(med(module_starts), " s", 3)))
+    for subject in subjects:
+        R = runs[subject["label"]]
+        P = R["cells"]
+        print("| %s | %s | %s | %s / %s | %s | %s | %s; -m: %s | %s; -m: %s |" % (
+            ("%s: %s" % (subject["label"], subject["version"])) if compare else subject["version"] + " (this run)",
+            joined([m(("ns", c), "rps", P) for c in (1, 8, 32)]), fmt(added(P, ("ns", 1), "p50"), " ms", 2, True),
+            fmt(added(P, ("s", 1), "ttfb50"), "", 2, True), fmt(added(P, ("s", 16), "ttfb50"), " ms", 2, True),
+            span([cpu(P, ("ns", c)) for c in (1, 8, 32)], 2), span([cpu(P, ("s", c)) for c in (1, 16)], 1),
+            fmt(med(R["idle_rss"]), " MiB", 1), fmt(med(R["module_rss"]), " MiB", 1),
+            fmt(med([s[1] for s in R["starts"]]), " s", 3), fmt(med(R["module_starts"]), " s", 3)))
     print("| fake GigaChat directly (baseline) | %s | p50 %s | TTFB %s / %s | - | - | - | - |" % (
-        joined(base_rps), fmt(m(("ns", 1), "p50", F), " ms", 2),
+        joined([m(("ns", c), "rps", F) for c in (1, 8, 32)]), fmt(m(("ns", 1), "p50", F), " ms", 2),
         fmt(m(("s", 1), "ttfb50", F), "", 2), fmt(m(("s", 16), "ttfb50", F), " ms", 2)))
     print("| issue #6 target | >= 1500 at c=8 and 32 | <= +1 ms | <= +1 / <= +5 ms | <= 0.7 ms | <= 3 ms "
           "| <= 20 MB | <= 0.15 s |")
-    if multi and any(multi.values()):
-        print("| gigaproxy --workers %d (not pinned) | - / %s | | | | | | |"
-              % (workers, " / ".join(fmt(med([r["rps"] for r in multi[k]]), digits=0) for k in sorted(multi))))
+    if compare:
+        # new vs other: the median over repetitions of each repetition's ratio (req/s, CPU) or difference.
+        A, B = runs[new["label"]], runs[other["label"]]
+
+        def vs(key, field, how):
+            return med([how(a[field], b[field]) for a, b in zip(A["cells"][key], B["cells"][key])])
+
+        def cpu_vs(key):
+            return med([ratio(per_unit_cpu_ms(a), per_unit_cpu_ms(b))
+                        for a, b in zip(A["cells"][key], B["cells"][key])])
+
+        def start_vs(name, pick=lambda v: v):
+            return med([difference(pick(a), pick(b)) for a, b in zip(A[name], B[name])])
+
+        def pct(values):
+            return " / ".join(fmt(v and v * 100, "%", 0) for v in values)
+
+        def times(values):
+            return " / ".join(fmt(v, "x", 2) for v in values)
+
+        rps = pct([vs(("ns", c), "rps", ratio) for c in (1, 8, 32)])
+        p50 = fmt(vs(("ns", 1), "p50", difference), " ms", 2, True)
+        ttfb = (fmt(vs(("s", 1), "ttfb50", difference), "", 2, True) + " / "
+                + fmt(vs(("s", 16), "ttfb50", difference), " ms", 2, True))
+        cpu_req, cpu_stream = times([cpu_vs(("ns", c)) for c in (1, 8, 32)]), times([cpu_vs(("s", c)) for c in (1, 16)])
+        rss = (fmt(start_vs("idle_rss"), " MiB", 1, True), fmt(start_vs("module_rss"), " MiB", 1, True))
+        cold = (fmt(start_vs("starts", lambda s: s[1]), " s", 3, True), fmt(start_vs("module_starts"), " s", 3, True))
+        print("| %s vs %s: new / other, new - other | %s | %s | %s | %s | %s | %s; -m: %s | %s; -m: %s |"
+              % ((new["label"], other["label"], rps, p50, ttfb, cpu_req, cpu_stream) + rss + cold))
+    for subject in subjects:
+        multi = runs[subject["label"]]["multi"]
+        if subject["workers"] and any(multi.values()):
+            print("| %s --workers %d (not pinned) | - / %s | | | | | | |"
+                  % (subject["label"] if compare else "gigaproxy", subject["workers"],
+                     " / ".join(fmt(med([r["rps"] for r in multi[k]]), digits=0) for k in sorted(multi))))
     print()
+    if compare:
+        print("%s vs %s (median over the repetitions of each one's ratio or difference, both measured in it):"
+              % (new["label"], other["label"]))
+        print("  req/s c=1 / 8 / 32 = %s, CPU per request c=1 / 8 / 32 = %s, per stream c=1 / 16 = %s,"
+              % (rps, cpu_req, cpu_stream))
+        print("  added p50 (c=1) %s, added TTFB (stream c=1 / 16) %s, cold start %s (-m: %s), idle RSS %s (-m: %s)"
+              % ((p50, ttfb) + cold + rss))
+        print()
     print("CPU per request: the range over c=1 / 8 / 32; per stream: over c=1 / 16 (see the per-cell table).")
     print("Idle RSS and cold start: 'python gigaproxy.py' (compiles the file at every start), then '-m': 'python -m")
     print("gigaproxy' with the bytecode Python cached in __pycache__ on an earlier run.")
+    if compare:
+        print("The '%s vs %s' rows: req/s as %% of the other's, CPU as a ratio, times and RSS as differences;"
+              % (new["label"], other["label"]))
+        print("each the median of the per-repetition figures (both files ran in every repetition, order rotated).")
     print()
     print("Per cell (proxy value, then the baseline, then the difference; CPU = the proxy's, per request or stream;")
     print("'kernel share' = the part of the proxy's CPU spent in the kernel (system time: socket calls, and on")
@@ -1228,94 +1409,140 @@ def print_report(bench, version, per, multi, workers, starts, idle_rss, idle_thr
           "| kernel share | proxy core | gen core | fake CPU ms | conns to fake | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in CELLS:
-        rows = (("proxy", P), ("fake", F))
-        for label, data in rows:
+        stream = key[0] == "s"
+        rows = [(subject["name"], runs[subject["label"]]["cells"]) for subject in subjects] + [("fake", F)]
+        for index, (label, data) in enumerate(rows):
             rs = data[key]
-            stream = key[0] == "s"
+            is_proxy = data is not F
             print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
-                cell_name(*key) if label == "proxy" else "", label,
+                cell_name(*key) if index == 0 else "", label,
                 fmt(m(key, "rps", data), digits=0), fmt(m(key, "p50", data)), fmt(m(key, "p99", data)),
                 (fmt(m(key, "ttfb50", data)) + " / " + fmt(m(key, "ttfb99", data))) if stream else "",
                 (" / ".join(fmt(m(key, f, data), digits=3) for f in ("delay50", "delay99", "delaymax")))
                 if stream else "",
-                fmt(cpu(key), digits=3 if not stream else 2) if label == "proxy" else "",
+                fmt(cpu(data, key), digits=3 if not stream else 2) if is_proxy else "",
                 fmt(med([r["sys_share"] * 100 for r in rs if r.get("sys_share") is not None]), "%", 0)
-                if label == "proxy" else "",
+                if is_proxy else "",
                 fmt(med([r["proxy_cpu"] / r["elapsed"] * 100 for r in rs if r["proxy_cpu"] is not None]), "%", 0)
-                if label == "proxy" else "",
+                if is_proxy else "",
                 fmt(med([(r["fake_cpu"] + r["gen_cpu"]) / r["elapsed"] * 100 for r in rs
                          if r["fake_cpu"] is not None]), "%", 0),
                 fmt(med([r["fake_cpu"] * 1000 / r["n"] for r in rs if r["fake_cpu"] is not None and r["n"]]),
                     digits=3),
                 fmt(med([r["fake_conns"] for r in rs]), digits=0),
                 sum(r["errors"] for r in rs)))
-        print("| | added | %s | %s | %s | %s | %s | | | | | | | |" % (
-            fmt(added(key, "rps"), "", 0, True), fmt(added(key, "p50"), "", 2, True),
-            fmt(added(key, "p99"), "", 2, True),
-            (fmt(added(key, "ttfb50"), "", 2, True) + " / " + fmt(added(key, "ttfb99"), "", 2, True))
-            if key[0] == "s" else "",
-            (" / ".join(fmt(added(key, f), "", 3, True) for f in ("delay50", "delay99", "delaymax")))
-            if key[0] == "s" else ""))
-    print()
-    print("Memory, threads, start-up (gigaproxy):")
-    print("  idle RSS (0.5 s after the first answer): %s MiB, %s threads; idle after the cells: %s MiB"
-          % (fmt(rss_idle, digits=1), fmt(med(idle_threads), digits=0), fmt(med(loaded_idle_rss), digits=1)))
-    print("  under 32 concurrent streams: peak RSS %s MiB, peak %s threads (%s streams/s, chunk delay p99 %s ms)"
-          % (fmt(rss32, digits=1), fmt(med([r["threads_max"] for r in stream32]), digits=0),
-             fmt(med([r["rps"] for r in stream32]), digits=1), fmt(med([r["delay99"] for r in stream32]), digits=3)))
-    print("  cold start: 'listening' logged after %s s, first chat completion answered after %s s (median of %d; %s);"
-          % (fmt(med([s[0] for s in starts]), digits=3), fmt(cold, digits=3), len(starts),
-             ", ".join("%.3f" % s[1] for s in starts)))
-    print("              a bare 'python -c pass' takes %s s here (the floor for any Python program)"
-          % fmt(med(bare), digits=3))
-    print("  'python -m gigaproxy' (bytecode cached): first answer after %s s (%s), idle RSS %s MiB"
-          % (fmt(med(module_starts), digits=3), ", ".join("%.3f" % v for v in module_starts),
-             fmt(med(module_rss), digits=1)))
-    print("  the floor: a bare Python TLS client (ssl, socket, threading, json, logging, argparse, one TLS")
-    print("  connection, idle) holds %s MiB here before any code of its own" % fmt(med(floor_rss), digits=1))
-    if soak:
-        print("  %d-request run (16 clients, new connection every 100 requests; %.1f s, %d errors, %s ms CPU/req):"
-              % (soak["n"], soak["seconds"], soak["errors"], fmt(soak["cpu_per_req"] and soak["cpu_per_req"] * 1000,
-                                                                 digits=3)))
-        for label, (rss, threads) in soak["snaps"]:
-            print("    %-12s RSS %s MiB, %s threads" % (label, fmt(rss, digits=1), fmt(threads, digits=0)))
-        print("    peak during the run: RSS %s MiB, %s threads"
-              % (fmt(soak["peak_rss"], digits=1), fmt(soak["peak_threads"], digits=0)))
-        first, last = soak["snaps"][1][1], soak["snaps"][-1][1]
-        if first[0] is not None:
-            flat = last[0] - first[0] <= 1.0 and last[1] <= soak["snaps"][0][1][1]
-            print("    flat? %s (RSS %+.1f MiB from warm to end; threads back to %d)"
-                  % ("yes" if flat else "NO", last[0] - first[0], last[1]))
-    if tax[0] is not None:
-        print("  machine: a small piece of Python work (4 JSON decode+encode) costs %.0f us of CPU back to back and "
-              "%.0f us when run once every 5 ms on the proxy's core (x%.1f): the wake-up tax every stream chunk pays"
-              % (tax[0], tax[1], tax[1] / tax[0]))
-    gen = [(r["fake_cpu"] + r["gen_cpu"]) / r["elapsed"] for rs in P.values() for r in rs
-           if r["fake_cpu"] is not None and r["elapsed"]]
-    fake_only = [r["fake_cpu"] / r["elapsed"] for rs in P.values() for r in rs if r["fake_cpu"] is not None]
+        for subject in subjects:
+            P = runs[subject["label"]]["cells"]
+            print("| | %s | %s | %s | %s | %s | %s | | | | | | | |" % (
+                subject["label"] + " added" if compare else "added",
+                fmt(added(P, key, "rps"), "", 0, True), fmt(added(P, key, "p50"), "", 2, True),
+                fmt(added(P, key, "p99"), "", 2, True),
+                (fmt(added(P, key, "ttfb50"), "", 2, True) + " / " + fmt(added(P, key, "ttfb99"), "", 2, True))
+                if stream else "",
+                (" / ".join(fmt(added(P, key, f), "", 3, True) for f in ("delay50", "delay99", "delaymax")))
+                if stream else ""))
+        if compare:
+            print("| | %s vs %s | %s | %s | %s | %s | %s | %s | | | | | | |" % (
+                new["label"], other["label"], fmt(vs(key, "rps", ratio) and vs(key, "rps", ratio) * 100, "%", 0),
+                fmt(vs(key, "p50", difference), "", 2, True), fmt(vs(key, "p99", difference), "", 2, True),
+                (fmt(vs(key, "ttfb50", difference), "", 2, True) + " / "
+                 + fmt(vs(key, "ttfb99", difference), "", 2, True)) if stream else "",
+                (" / ".join(fmt(vs(key, f, difference), "", 3, True) for f in ("delay50", "delay99", "delaymax")))
+                if stream else "", fmt(cpu_vs(key), "x", 2)))
+    for subject in subjects:
+        R = runs[subject["label"]]
+        starts, stream32, soak = R["starts"], R["stream32"], R["soak"]
+        module_starts = R["module_starts"]
+        print()
+        print("Memory, threads, start-up (%s):" % ("%s, %s" % (subject["label"], subject["what"]) if compare
+                                                   else "gigaproxy"))
+        print("  idle RSS (0.5 s after the first answer): %s MiB, %s threads; idle after the cells: %s MiB"
+              % (fmt(med(R["idle_rss"]), digits=1), fmt(med(R["idle_threads"]), digits=0),
+                 fmt(med(R["loaded_idle_rss"]), digits=1)))
+        print("  under 32 concurrent streams: peak RSS %s MiB, peak %s threads (%s streams/s, chunk delay p99 %s ms)"
+              % (fmt(med([r["rss_max"] for r in stream32]), digits=1),
+                 fmt(med([r["threads_max"] for r in stream32]), digits=0),
+                 fmt(med([r["rps"] for r in stream32]), digits=1),
+                 fmt(med([r["delay99"] for r in stream32]), digits=3)))
+        print("  cold start: 'listening' logged after %s s, first chat completion answered after %s s "
+              "(median of %d; %s)%s"
+              % (fmt(med([s[0] for s in starts]), digits=3), fmt(med([s[1] for s in starts]), digits=3), len(starts),
+                 ", ".join("%.3f" % s[1] for s in starts), "" if compare else ";"))
+        if not compare:
+            print("              a bare 'python -c pass' takes %s s here (the floor for any Python program)"
+                  % fmt(med(bare), digits=3))
+        print("  'python -m gigaproxy' (bytecode cached): first answer after %s s (%s), idle RSS %s MiB"
+              % (fmt(med(module_starts), digits=3), ", ".join("%.3f" % v for v in module_starts),
+                 fmt(med(R["module_rss"]), digits=1)))
+        if not compare:
+            print_floor(floor_rss)
+        if soak:
+            print("  %d-request run (16 clients, new connection every 100 requests; %.1f s, %d errors, %s ms CPU/req):"
+                  % (soak["n"], soak["seconds"], soak["errors"],
+                     fmt(soak["cpu_per_req"] and soak["cpu_per_req"] * 1000, digits=3)))
+            for label, (rss, threads) in soak["snaps"]:
+                print("    %-12s RSS %s MiB, %s threads" % (label, fmt(rss, digits=1), fmt(threads, digits=0)))
+            print("    peak during the run: RSS %s MiB, %s threads"
+                  % (fmt(soak["peak_rss"], digits=1), fmt(soak["peak_threads"], digits=0)))
+            first, last = soak["snaps"][1][1], soak["snaps"][-1][1]
+            if first[0] is not None:
+                flat = last[0] - first[0] <= 1.0 and last[1] <= soak["snaps"][0][1][1]
+                print("    flat? %s (RSS %+.1f MiB from warm to end; threads back to %d)"
+                      % ("yes" if flat else "NO", last[0] - first[0], last[1]))
+        if not compare:
+            print_tax(tax)
+    if compare:
+        print()
+        print("The machine:")
+        print("  a bare 'python -c pass' takes %s s here (the floor for any Python program's start)"
+              % fmt(med(bare), digits=3))
+        print_floor(floor_rss)
+        print_tax(tax)
+    cells = [r for subject in subjects for rs in runs[subject["label"]]["cells"].values() for r in rs]
+    gen = [(r["fake_cpu"] + r["gen_cpu"]) / r["elapsed"] for r in cells if r["fake_cpu"] is not None and r["elapsed"]]
+    fake_only = [r["fake_cpu"] / r["elapsed"] for r in cells if r["fake_cpu"] is not None]
     if gen:
         print()
         print("Load side: during proxy cells the fake used at most %.0f %% of a core, fake + load generator at most "
               "%.0f %% of their core." % (max(fake_only) * 100, max(gen) * 100))
         print("(Baseline cells run the load side flat out by design: their req/s is the fake + load generator limit.)")
-        busy = [r for rs in P.values() for r in rs if r["fake_cpu"] is not None
-                and (r["fake_cpu"] + r["gen_cpu"]) / r["elapsed"] > 0.85]
+        busy = [r for r in cells if r["fake_cpu"] is not None and (r["fake_cpu"] + r["gen_cpu"]) / r["elapsed"] > 0.85]
         if busy:
             print("WARNING: in %d proxy cell runs the load side was above 85 %% of its core: those figures may be "
                   "limited by the load generator, not by gigaproxy." % len(busy))
 
 
+def print_floor(floor_rss):
+    print("  the floor: a bare Python TLS client (ssl, socket, threading, json, logging, argparse, one TLS")
+    print("  connection, idle) holds %s MiB here before any code of its own" % fmt(med(floor_rss), digits=1))
+
+
+def print_tax(tax):
+    if tax[0] is not None:
+        print("  machine: a small piece of Python work (4 JSON decode+encode) costs %.0f us of CPU back to back and "
+              "%.0f us when run once every 5 ms on the proxy's core (x%.1f): the wake-up tax every stream chunk pays"
+              % (tax[0], tax[1], tax[1] / tax[0]))
+
+
 # ==== --profile ====================================================================================
 
 def profile_run(bench):
+    for subject in bench.subjects:
+        profile_one(bench, subject)
+
+
+def profile_one(bench, subject):
     import pstats
     args = bench.args
+    compare = len(bench.subjects) > 1
     base = args.profile_out[:-5] if args.profile_out.endswith(".prof") else args.profile_out
+    if compare:
+        base += "." + re.sub(r"[^\w.-]", "_", subject["label"])
     for tag, stream, conc in (("nonstream", False, 8), ("stream", True, 16)):
         out = "%s.%s.prof" % (base, tag)
         if os.path.exists(out):
             os.remove(out)
-        proxy = bench.start_proxy(profile_out=out)
+        proxy = bench.start_proxy(subject, profile_out=out)
         bench.cell("proxy", stream, conc, duration=0.5, proxy=proxy)
         r = bench.cell("proxy", stream, conc, duration=args.duration, proxy=proxy)
         time.sleep(0.5)  # the load generator has closed its connections: let their threads end
@@ -1323,9 +1550,10 @@ def profile_run(bench):
         what = "streams" if stream else "requests"
         print()
         print("=" * 100)
-        print("cProfile of gigaproxy, %s c=%d: %d %s in %.1f s (+ warm-up and start-up) -> %s"
-              % ("stream" if stream else "non-stream", conc, r["n"], what, r["elapsed"], out))
-        print("%s; Python %s" % (bench.fingerprint, sys.version.split()[0]))
+        print("cProfile of %s, %s c=%d: %d %s in %.1f s (+ warm-up and start-up) -> %s"
+              % ("%s (%s)" % (subject["label"], subject["what"]) if compare else "gigaproxy",
+                 "stream" if stream else "non-stream", conc, r["n"], what, r["elapsed"], out))
+        print("%s; Python %s" % (subject["fingerprint"], sys.version.split()[0]))
         print("proxy CPU under the profiler: %s ms per %s (%.0f req/s, p50 %.2f ms)"
               % (fmt(per_unit_cpu_ms(r), digits=3), what[:-1], r["rps"] or 0, r["p50"] or 0))
         print("clock: %s" % ("per-thread CPU time (time.thread_time)" if sys.version_info < (3, 12)
@@ -1361,9 +1589,18 @@ def build_parser():
     ap.add_argument("--chunk-interval-ms", type=float, default=5.0, help="ms between stream chunks (default 5)")
     ap.add_argument("--proxy-log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=None,
                     help="GIGAPROXY_LOG_LEVEL for the proxy (default: its own default, INFO)")
-    ap.add_argument("--profile", action="store_true", help="profile gigaproxy under load instead (cProfile)")
+    ap.add_argument("--proxy", metavar="PATH", default=None,
+                    help="the gigaproxy file under test (default: the repository's gigaproxy.py)")
+    other = ap.add_mutually_exclusive_group()
+    other.add_argument("--compare", metavar="PATH", default=None,
+                       help="also run this second gigaproxy .py file, interleaved, and compare the two")
+    other.add_argument("--compare-rev", metavar="REV", default=None,
+                       help="--compare with gigaproxy.py as of git revision REV ('git show REV:gigaproxy.py')")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile gigaproxy under load instead (cProfile); with --compare, both files")
     ap.add_argument("--profile-out", default="/tmp/gigaproxy.prof",
-                    help="profile file prefix: writes <prefix>.nonstream.prof and <prefix>.stream.prof")
+                    help="profile file prefix: writes <prefix>.nonstream.prof and <prefix>.stream.prof "
+                    "(with --compare: <prefix>.<label>.nonstream.prof and so on, label new or the other's)")
     return ap
 
 
@@ -1388,7 +1625,7 @@ def main(argv=None):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    bench = Bench(args)
+    bench = Bench(args, proxy_sources(args))
     try:
         bench.setup_cpus()
         if args.spin:
