@@ -754,6 +754,35 @@ def _readable_now(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+class _UpstreamResponse(http.client.HTTPResponse):
+    """http.client's response, noting whether the server sent bytes past the end of the body.
+
+    http.client reads a response through a buffered reader that it drops once the body
+    has ended: bytes that arrived after the body in the same packet would vanish unseen,
+    and the connection go back to the pool although its server broke the protocol.
+    Just before that reader is dropped, a non-blocking peek tells whether it holds more.
+    """
+
+    overrun = False
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self._sock = sock
+
+    def _close_conn(self) -> None:  # http.client calls it when the body has been read to its end
+        fp = self.fp
+        if fp is not None:
+            timeout = self._sock.gettimeout()
+            try:
+                self._sock.settimeout(0.0)
+                self.overrun = bool(fp.peek(1))
+            except OSError:  # ssl.SSLWantReadError: nothing more has arrived
+                pass
+            finally:
+                self._sock.settimeout(timeout)
+        super()._close_conn()  # type: ignore[misc]
+
+
 class UpstreamExchange:
     """One request and its response on a pooled ``http.client`` connection.
 
@@ -805,10 +834,13 @@ class UpstreamExchange:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self.response.isclosed() and not self.response.will_close and conn.sock is not None:
+        response = self.response
+        if getattr(response, "overrun", False):
+            log.warning("%s sent bytes after the end of its answer; that connection is not used again", self._key[1])
+        elif response.isclosed() and not response.will_close and conn.sock is not None:
             self._transport._put_idle(self._key, conn)
-        else:
-            conn.close()
+            return
+        conn.close()
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -866,6 +898,7 @@ class Transport:
             conn = http.client.HTTPSConnection(host, port, timeout=connect_timeout, context=context)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=connect_timeout)
+        conn.response_class = _UpstreamResponse
         try:
             conn.connect()
         except ssl.SSLCertVerificationError:
@@ -3124,6 +3157,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    _date = (-1, "")  # (second, its Date header value), shared by every connection
+
+    def date_time_string(self, timestamp: Optional[float] = None) -> str:
+        """http.server's Date value, formatted once a second rather than once a response."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(time.time())
+        cached = Handler._date
+        if cached[0] != second:
+            cached = Handler._date = (second, super().date_time_string(second))
+        return cached[1]
+
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         """http.server calls this as a response starts: the status is noted; the access line comes at the end."""
         self._status = int(code) if isinstance(code, int) else self._status
@@ -3157,8 +3202,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        if self.close_connection and "Connection" not in (headers or {}):
-            self.send_header("Connection", "close")
+        if "Connection" not in (headers or {}):
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            elif self.request_version == "HTTP/1.0":
+                self.send_header("Connection", "keep-alive")  # an HTTP/1.0 client must be told it stays open
         # The head and the body leave in one write (one syscall, one TCP segment when small).
         self._headers_buffer.append(b"\r\n" if self.command == "HEAD" else b"\r\n" + data)
         try:
@@ -3176,13 +3224,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._write_chunk(data, end)
 
     def _write_chunk(self, data: bytes, end: bool = False) -> None:
-        """One chunk of a chunked body (``end``: and the empty chunk that ends the body).
+        """One chunk of a chunked body (``end``: and the empty chunk that ends the body);
+        for an HTTP/1.0 client, which knows no chunks, the bytes as they are (the end of
+        the connection ends the body).
 
         The response head, if still held, goes out with it, in the same write.
         """
-        chunk = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
-        if end:
-            chunk += b"0\r\n\r\n"
+        if self.request_version == "HTTP/1.0":
+            chunk = data
+        else:
+            chunk = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+            if end:
+                chunk += b"0\r\n\r\n"
         try:
             if getattr(self, "_headers_buffer", None):
                 self._headers_buffer.append(chunk)
@@ -3586,7 +3639,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
+            if self.request_version == "HTTP/1.0":
+                self.close_connection = True  # no chunks in HTTP/1.0: the stream ends with the connection
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.send_header("X-Accel-Buffering", "no")
             self._headers_buffer.append(b"\r\n")  # end_headers() without its flush: the head leaves with the first event
             self._stream_started = True
@@ -3926,36 +3984,12 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, "gigaproxy: error: %s (see --help)\n" % message)
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's formatter, given the terminal width so that it need not import shutil for it.
-
-    argparse builds a formatter for every add_argument(); without a width each one asks
-    shutil.get_terminal_size(), and importing shutil (zlib, bz2, lzma) costs a few
-    milliseconds and about 1 MB of every start.  The width is found as shutil does.
-    """
-
-    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
-        if len(args) < 3 and kwargs.get("width") is None:
-            columns = 0
-            try:
-                columns = int(os.environ.get("COLUMNS", ""))
-            except ValueError:
-                pass
-            if columns <= 0:
-                try:
-                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-                except (AttributeError, ValueError, OSError):
-                    columns = 80
-            kwargs["width"] = (columns or 80) - 2
-        super().__init__(prog, *args, **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="gigaproxy",
         description="OpenAI-compatible API for Sber GigaChat. Point clients at http://HOST:PORT/v1.",
         epilog=ENV_HELP,
-        formatter_class=_HelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", help="address to listen on (env GIGAPROXY_HOST, default %s)" % DEFAULT_HOST)
     parser.add_argument("--port", type=int, help="port to listen on (env GIGAPROXY_PORT, default %d)" % DEFAULT_PORT)

@@ -100,8 +100,9 @@ of the other's and CPU per request/stream as a ratio (the median over repetition
 each repetition's ratio), added latency, TTFB, chunk delay, cold start and idle RSS as
 differences new - other (likewise the median of per-repetition differences).  The
 stream-32 peak, the soak run and ``--workers`` run for each file, one after the other;
-``--profile`` profiles each file (``<prefix>.<label>.nonstream.prof`` ...).  Without a
-second file the output is what it was.
+``--profile`` profiles each file (``<prefix>.<label>.nonstream.prof`` ...).  A full run
+takes about 4 minutes on 2 cores (``--quick``: ~35 s).  Without a second file the output
+is what it was.
 
 ``--profile`` runs gigaproxy under cProfile instead, for a non-stream c=8 and a stream
 c=16 cell (one proxy each), stops it with SIGINT so that the profile is written, and
