@@ -234,6 +234,7 @@ class ProxyError(Exception):
         self.param = param
         self.headers = dict(headers or {})
         self.retryable = False  # set for failures another attempt may cure (see Upstream._send)
+        self.upstream_id = None  # type: Optional[str]  # GigaChat's x-request-id, when GigaChat answered it
 
     def body(self) -> Dict[str, Any]:
         return {
@@ -307,6 +308,8 @@ class Config(NamedTuple):
     https_proxy: Optional[str] = None
     no_proxy: Optional[str] = None
     bundled_ca_file: Optional[str] = None
+    model_map: Tuple[Tuple[str, str], ...] = ()  # (glob pattern, GigaChat model), first match wins
+    upstream_headers: Tuple[Tuple[str, str], ...] = ()  # added to every GigaChat request; never logged
 
     @property
     def auth_mode(self) -> str:
@@ -322,6 +325,7 @@ class Config(NamedTuple):
     def secrets(self) -> List[str]:
         """The configured secret values, for log redaction."""
         values = [self.credentials, self.password, self.access_token, self.key_file_password, self.api_key]
+        values.extend(value for _, value in self.upstream_headers)  # gateway keys often travel in them
         if self.https_proxy:
             values.append(urllib.parse.urlsplit(self.https_proxy).password)
         return [v for v in values if v]
@@ -333,6 +337,8 @@ class Config(NamedTuple):
                 value = "***"
             elif name == "https_proxy" and value:
                 value = _redact_url(value)
+            elif name == "upstream_headers" and value:
+                value = tuple((header, "***") for header, _ in value)
             fields.append("%s=%r" % (name, value))
         return "Config(%s)" % ", ".join(fields)
 
@@ -557,6 +563,9 @@ def load_config(
     if structured not in ("function", "native"):
         raise ConfigError("GIGAPROXY_STRUCTURED_OUTPUT must be function or native (got %r)" % structured)
 
+    model_map = parse_model_map(get("GIGAPROXY_MODEL_MAP") or "")
+    upstream_headers = parse_upstream_headers(get("GIGAPROXY_UPSTREAM_HEADERS") or "")
+
     https_proxy = get("HTTPS_PROXY") or get("https_proxy")
     if https_proxy:
         https_proxy = _check_proxy_url(https_proxy)
@@ -597,7 +606,50 @@ def load_config(
         https_proxy=https_proxy,
         no_proxy=no_proxy,
         bundled_ca_file=os.path.join(os.path.dirname(os.path.abspath(__file__)), BUNDLED_CA_FILENAME),
+        model_map=model_map,
+        upstream_headers=upstream_headers,
     )
+
+
+def parse_model_map(text: str) -> Tuple[Tuple[str, str], ...]:
+    """``GIGAPROXY_MODEL_MAP``: ``pattern=model`` pairs separated by commas, patterns as
+    shell globs (``claude-*haiku*``), matched without regard to case; a shorthand
+    (``gigachat-max``) as the model stands for the GigaChat model it names."""
+    pairs = []
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        pattern, sep, model = entry.partition("=")
+        pattern, model = pattern.strip(), model.strip()
+        if not sep or not pattern or not model or any(c.isspace() for c in model):
+            raise ConfigError("GIGAPROXY_MODEL_MAP: %r is not pattern=model (e.g. claude-*haiku*=GigaChat-2,"
+                              "*=GigaChat-2-Max)" % entry.strip())
+        pairs.append((pattern, MODEL_ALIASES.get(model.lower(), model)))
+    return tuple(pairs)
+
+
+# Headers GIGAPROXY_UPSTREAM_HEADERS may not set: gigaproxy owns them, or they frame the message.
+_OWN_HEADERS = ("authorization", "host", "content-length", "transfer-encoding", "connection", "content-type",
+                "accept", "user-agent", "rquid")
+
+
+def parse_upstream_headers(text: str) -> Tuple[Tuple[str, str], ...]:
+    """``GIGAPROXY_UPSTREAM_HEADERS``: ``Name: value`` pairs separated by semicolons."""
+    headers = []
+    for entry in text.split(";"):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not re.match(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z", name) or not value:
+            raise ConfigError("GIGAPROXY_UPSTREAM_HEADERS: expected 'Name: value; Name2: value2' (an entry for "
+                              "header %r is malformed)" % name[:40])  # no echo of the value: it may be a key
+        if name.lower() in _OWN_HEADERS:
+            raise ConfigError("GIGAPROXY_UPSTREAM_HEADERS may not set %s: gigaproxy sends it itself" % name)
+        if not value.isprintable():
+            raise ConfigError("GIGAPROXY_UPSTREAM_HEADERS: the value of %s has control characters" % name)
+        headers.append((name, value))
+    return tuple(headers)
 
 
 def _is_loopback(host: str) -> bool:
@@ -1137,7 +1189,8 @@ class TokenManager:
         self._fetching = False
         self._generation = 0
         self._last_error = None  # type: Optional[ProxyError]
-        self.fetches = 0  # number of token requests made (for tests and logs)
+        self.fetches = 0  # number of token requests made (for tests, logs and metrics)
+        self.failures = 0  # of those, how many failed
 
     @property
     def can_fetch(self) -> bool:
@@ -1186,7 +1239,9 @@ class TokenManager:
             token, expires = self._fetch()
         except ProxyError as exc:
             error = exc
+            self.failures += 1
         except Exception as exc:  # never leave _fetching set: waiters would wait for ever
+            self.failures += 1
             error = ProxyError(502, "could not get a GigaChat token: %s" % exc, "api_error", "upstream_auth_unavailable")
         finally:
             with self._cond:
@@ -1224,6 +1279,7 @@ class TokenManager:
                 "User-Agent": USER_AGENT,
             }
             body = urllib.parse.urlencode({"scope": config.scope}).encode("ascii")
+            headers.update(config.upstream_headers)
             exchange = self._transport.request("POST", url, body, headers, profile="auth")
             what = "GIGACHAT_CREDENTIALS (authorization key) and GIGACHAT_SCOPE=%s" % config.scope
         else:
@@ -1234,6 +1290,7 @@ class TokenManager:
                 "Accept": "application/json",
                 "User-Agent": USER_AGENT,
             }
+            headers.update(config.upstream_headers)
             exchange = self._transport.request("POST", url, b"", headers, profile="api")
             what = "GIGACHAT_USER and GIGACHAT_PASSWORD"
         data = exchange.read()
@@ -1258,6 +1315,110 @@ class TokenManager:
 # ==== Upstream client ====
 # Every call to GigaChat goes through Upstream: headers, the token, one retry after a
 # 401, and the mapping of GigaChat errors (JSON, HTML or garbage) to ProxyError.
+# Metrics (the counters /metrics shows) live here too: Upstream and the handler feed them.
+
+# Every metric gigaproxy counts, with its help text (names and labels as Prometheus expects them).
+METRICS_HELP = {
+    "gigaproxy_requests_total": "Requests answered, by route, status and GigaChat model",
+    "gigaproxy_request_duration_seconds": "Time from a request's arrival to the end of its answer, by route",
+    "gigaproxy_stream_first_token_seconds": "Time from a streamed request's arrival to its first event, by route",
+    "gigaproxy_streams_total": "Streamed answers by how they ended (complete, cut, client_left)",
+    "gigaproxy_prompt_tokens_total": "Prompt tokens GigaChat reported, by GigaChat model",
+    "gigaproxy_completion_tokens_total": "Completion tokens GigaChat reported, by GigaChat model",
+    "gigaproxy_upstream_duration_seconds": "Time until GigaChat's answer began, per call, by API path",
+    "gigaproxy_upstream_errors_total": "GigaChat calls that failed, by HTTP status (0: no answer)",
+    "gigaproxy_upstream_retries_total": "GigaChat calls made again after a failure",
+}
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+MAX_LABEL_SETS = 1000  # per metric: past it, new label values are counted as "other"
+
+
+class Metrics:
+    """Counters, gauges and histograms for ``GET /metrics`` (Prometheus text format 0.0.4).
+
+    Everything is guarded by ``_lock``, held only to add a number (never across I/O).
+    A metric's label values come from small sets (routes, statuses, GigaChat models);
+    still, past MAX_LABEL_SETS distinct ones a metric counts new ones as ``other``.
+    Gauges that other objects know (active requests, pool connections, token fetches)
+    are read at scrape time through ``sources``: name -> (help, type, callable).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters = {}  # type: Dict[str, Dict[Tuple[Tuple[str, str], ...], float]]
+        self._histograms = {}  # type: Dict[str, Dict[Tuple[Tuple[str, str], ...], List[float]]]
+        self.sources = {}  # type: Dict[str, Tuple[str, str, Callable[[], float]]]
+
+    def _key(self, table: Dict[Any, Any], labels: Dict[str, str]) -> Tuple[Tuple[str, str], ...]:
+        key = tuple(sorted(labels.items()))
+        if key not in table and len(table) >= MAX_LABEL_SETS:
+            key = tuple((name, "other") for name, _ in key)
+        return key
+
+    def inc(self, name: str, amount: float = 1, **labels: str) -> None:
+        with self._lock:
+            table = self._counters.setdefault(name, {})
+            key = self._key(table, labels)
+            table[key] = table.get(key, 0) + amount
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        with self._lock:
+            table = self._histograms.setdefault(name, {})
+            key = self._key(table, labels)
+            counts = table.get(key)
+            if counts is None:
+                counts = table[key] = [0.0] * (len(DURATION_BUCKETS) + 2)  # buckets, +Inf, sum
+            for i, bound in enumerate(DURATION_BUCKETS):
+                if seconds <= bound:
+                    counts[i] += 1
+            counts[-2] += 1
+            counts[-1] += seconds
+
+    def render(self) -> str:
+        """The exposition text: HELP and TYPE lines, then the samples of each metric."""
+        def labels_text(key: Tuple[Tuple[str, str], ...], extra: str = "") -> str:
+            parts = ['%s="%s"' % (k, v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
+                     for k, v in key]
+            if extra:
+                parts.append(extra)
+            return "{%s}" % ",".join(parts) if parts else ""
+
+        lines = []
+        with self._lock:
+            counters = {name: dict(table) for name, table in self._counters.items()}
+            histograms = {name: {k: list(v) for k, v in table.items()} for name, table in self._histograms.items()}
+        for name in sorted(counters):
+            lines += ["# HELP %s %s" % (name, METRICS_HELP[name]), "# TYPE %s counter" % name]
+            lines += ["%s%s %s" % (name, labels_text(key), _number_text(value))
+                      for key, value in sorted(counters[name].items())]
+        for name in sorted(histograms):
+            lines += ["# HELP %s %s" % (name, METRICS_HELP[name]), "# TYPE %s histogram" % name]
+            for key, counts in sorted(histograms[name].items()):
+                for bound, count in zip(DURATION_BUCKETS, counts):
+                    lines.append("%s_bucket%s %s" % (name, labels_text(key, 'le="%g"' % bound), _number_text(count)))
+                lines.append("%s_bucket%s %s" % (name, labels_text(key, 'le="+Inf"'), _number_text(counts[-2])))
+                lines.append("%s_sum%s %s" % (name, labels_text(key), repr(counts[-1])))
+                lines.append("%s_count%s %s" % (name, labels_text(key), _number_text(counts[-2])))
+        for name in sorted(self.sources):
+            help_text, kind, read = self.sources[name]
+            lines += ["# HELP %s %s" % (name, help_text), "# TYPE %s %s" % (name, kind),
+                      "%s %s" % (name, _number_text(read()))]
+        return "\n".join(lines) + "\n"
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _debug_excerpt(value: Any, limit: int = 300) -> Any:
+    """``value`` with long strings (prompts, base64 images) cut, for a DEBUG line."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else "%s...(%d chars)" % (value[:limit], len(value))
+    if isinstance(value, dict):
+        return {k: _debug_excerpt(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_debug_excerpt(v, limit) for v in value]
+    return value
 
 
 def _json_or_none(data: bytes) -> Any:
@@ -1303,6 +1464,7 @@ def upstream_error(status: int, retry_after: Optional[str], data: bytes) -> Prox
 
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+_METRIC_PATHS = frozenset(("/chat/completions", "/models", "/embeddings", "/files", "/tokens/count", "/balance"))
 IMAGE_CACHE_SIZE = 256  # uploaded images remembered by content hash
 
 
@@ -1349,10 +1511,11 @@ class Upstream:
     """
 
     def __init__(self, config: Config, transport: Transport, tokens: TokenManager,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Optional[Metrics] = None) -> None:
         self.config = config
         self.transport = transport
         self.tokens = tokens
+        self.metrics = metrics or Metrics()
         self._clock = clock
         self._models = ()  # type: Tuple[Dict[str, Any], ...]
         self._model_ids = ()  # type: Tuple[str, ...]  # their ids, set with them: every chat request reads it
@@ -1390,30 +1553,45 @@ class Upstream:
             headers["Content-Type"] = "application/json"
         if stream:
             headers["Cache-Control"] = "no-store"
+        headers.update(self.config.upstream_headers)
         headers.update(extra_headers or {})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("to GigaChat: %s %s %s", method, path, compact_json(_debug_excerpt(payload)) if raw is None
+                      else "(%s, %d bytes)" % (raw[1].split(";")[0], len(raw[0])))
         deadline = time.monotonic() + self.config.total_timeout
         attempt, reauthorized = 0, False
+        metrics = self.metrics
         while True:
             token = self.tokens.get()
             if token is not None:
                 headers["Authorization"] = "Bearer " + token
+            started = time.monotonic()
             try:
                 exchange = self.transport.request(method, self.config.base_url + path, body, headers,
                                                   deadline=deadline)
             except ProxyError as exc:
+                metrics.inc("gigaproxy_upstream_errors_total", status="0")
+                log.warning("GigaChat %s %s failed: %s", method, path, exc.message)
                 if exc.retryable and self._may_retry(attempt, None, deadline, exc.message):
                     attempt += 1
                     continue
                 raise
+            metrics.observe("gigaproxy_upstream_duration_seconds", time.monotonic() - started,
+                            path=path if path in _METRIC_PATHS else "other")
             if exchange.status == 401 and not reauthorized and self.tokens.can_fetch:
                 exchange.read()
                 self.tokens.invalidate(token)
                 reauthorized = True
+                log.info("GigaChat rejected the access token on %s %s: fetching a new one", method, path)
                 continue
             if exchange.status == 200:
                 return exchange
             retry_after = exchange.header("Retry-After")
             error = upstream_error(exchange.status, retry_after, exchange.read())
+            metrics.inc("gigaproxy_upstream_errors_total", status=str(exchange.status))
+            error.upstream_id = _printable(exchange.header("x-request-id") or "-", 80)
+            log.warning("GigaChat %s %s answered HTTP %d: %s (x-request-id %s)", method, path, exchange.status,
+                        error.message, error.upstream_id)
             if exchange.status in RETRY_STATUSES and self._may_retry(
                     attempt, _retry_after(retry_after), deadline, error.message):
                 attempt += 1
@@ -1435,6 +1613,7 @@ class Upstream:
             return False
         log.info("retrying GigaChat in %.2f s (attempt %d of %d): %s", delay, attempt + 2,
                  self.config.max_retries + 1, reason)
+        self.metrics.inc("gigaproxy_upstream_retries_total")
         time.sleep(delay)
         return True
 
@@ -1547,16 +1726,26 @@ class Upstream:
 _TOOL_CALL_ID_PREFIX = "call_"
 
 
-def resolve_model(name: Any, default: str, known: Tuple[str, ...] = ()) -> str:
+def resolve_model(name: Any, default: str, known: Tuple[str, ...] = (),
+                  model_map: Tuple[Tuple[str, str], ...] = ()) -> str:
     """The GigaChat model for a client's model name.
 
-    Aliases (``gigachat``, ``gigachat-pro``, ``gigachat-max``) map to GigaChat 2 models;
-    a real GigaChat name (known, listed by GigaChat, or starting with ``GigaChat``) passes
-    through in GigaChat's spelling; anything else (``gpt-4o``, ``claude-...``) is ``default``.
+    The first ``model_map`` pattern (GIGAPROXY_MODEL_MAP, shell globs, any case) that
+    matches decides; otherwise aliases (``gigachat``, ``gigachat-pro``, ``gigachat-max``)
+    map to GigaChat 2 models, a real GigaChat name (known, listed by GigaChat, or starting
+    with ``GigaChat``) passes through in GigaChat's spelling, and anything else
+    (``gpt-4o``, ``claude-...``) is ``default``.
     """
     if not isinstance(name, str) or not name.strip():
         return default
     name = name.strip()
+    if model_map:
+        import fnmatch  # only with GIGAPROXY_MODEL_MAP set
+
+        lowered = name.lower()
+        for pattern, model in model_map:
+            if fnmatch.fnmatchcase(lowered, pattern.lower()):
+                return model
     if name in MODEL_ALIASES:
         return MODEL_ALIASES[name]
     lowered = name.lower()
@@ -2185,7 +2374,7 @@ class ChatPlan:
         self.unwrap = unwrap
         self.stop = stop
         self.n = n
-
+        self.notes = []  # type: List[str]  # what was rewritten, dropped or emulated: one DEBUG line
 
 MAX_STOP_SEQUENCES = 4
 MAX_CHOICES = 8  # n: each choice is one GigaChat call
@@ -2274,31 +2463,45 @@ def _response_format(request: Dict[str, Any]) -> Tuple[Optional[str], Optional[D
 
 MAX_TOKENS_LIMIT = 2 ** 31 - 1  # GigaChat's integers are 32-bit
 
+# Chat request fields translate_chat_request reads; others are accepted and not forwarded.
+_CHAT_FIELDS = frozenset((
+    "model", "messages", "stream", "stream_options", "n", "stop", "temperature", "top_p", "max_tokens",
+    "max_completion_tokens", "repetition_penalty", "update_interval", "profanity_check", "reasoning_effort",
+    "tools", "tool_choice", "functions", "function_call", "response_format"))
+
 REASONING_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
 
 def to_gigachat_request(request: Dict[str, Any], default_model: str = DEFAULT_MODEL,
-                        known_models: Tuple[str, ...] = (), structured_output: str = "function") -> Dict[str, Any]:
+                        known_models: Tuple[str, ...] = (), structured_output: str = "function",
+                        model_map: Tuple[Tuple[str, str], ...] = ()) -> Dict[str, Any]:
     """Translate an OpenAI chat-completions request body into a GigaChat v1 one (§12)."""
-    return translate_chat_request(request, default_model, known_models, structured_output)[0]
+    return translate_chat_request(request, default_model, known_models, structured_output, model_map)[0]
 
 
 def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT_MODEL,
                            known_models: Tuple[str, ...] = (), structured_output: str = "function",
-                           ) -> Tuple[Dict[str, Any], ChatPlan]:
+                           model_map: Tuple[Tuple[str, str], ...] = ()) -> Tuple[Dict[str, Any], ChatPlan]:
     """The GigaChat body for an OpenAI chat request, and the ChatPlan for its answer.
 
     ``structured_output`` is ``"function"`` (a json_schema answer is produced by forcing
     a function whose parameters are the schema) or ``"native"`` (GigaChat's own
-    ``response_format``).
+    ``response_format``); ``model_map`` is GIGAPROXY_MODEL_MAP (see resolve_model).
     """
     _expect(request, (dict,), "body", "a JSON object")
-    body = {"model": resolve_model(request.get("model"), default_model, known_models)}  # type: Dict[str, Any]
+    body = {"model": resolve_model(request.get("model"), default_model, known_models, model_map)}  # type: Dict[str, Any]
     if request.get("model") is not None:
         _expect(request["model"], (str,), "model", "a string")
     tools = _client_tools(request)
     names = ToolNames(fn["name"] for fn, _ in tools)
     plan = ChatPlan(names, legacy_functions=bool(request.get("functions")) and not request.get("tools"))
+    notes = plan.notes
+    for fn, _ in tools:
+        if names.to_gigachat(fn["name"]) != fn["name"]:
+            notes.append("tool %r sent as %s" % (fn["name"], names.to_gigachat(fn["name"])))
+    ignored = sorted(key for key in request if key not in _CHAT_FIELDS)
+    if ignored:
+        notes.append("not forwarded: " + ", ".join(_printable(key, 40) for key in ignored[:20]))
     body["messages"] = messages = _translate_messages(request.get("messages"), names, plan.images)
     if len(plan.images) > MAX_IMAGES_PER_REQUEST:
         raise bad_request("the request has %d images; GigaChat takes at most %d per request"
@@ -2325,12 +2528,17 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
             raise bad_request("n > 1 cannot be streamed: send stream false, or one request per choice", "n",
                               "unsupported_value")
         plan.n = n
+        if n > 1:
+            notes.append("n=%d: one GigaChat call per choice" % n)
     plan.stop = _stop_sequences(request)
+    if plan.stop:
+        notes.append("stop emulated")
 
     temperature = _number(request, "temperature", 0, 1e6)
     top_p = _number(request, "top_p", 0, 1)
     if temperature == 0:
         body["top_p"] = 0  # GigaChat rejects temperature 0; top_p 0 is its greedy decoding
+        notes.append("temperature 0 sent as top_p 0")
     elif temperature is not None:
         body["temperature"] = temperature
     if top_p is not None and "top_p" not in body:
@@ -2361,8 +2569,12 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
             body["reasoning_effort"] = REASONING_EFFORTS[effort.lower()]
 
     functions, function_call, required = _translate_tools(request, tools, names)
+    for fn, function in zip(tools, functions):
+        if fn[0].get("parameters") is not None and function["parameters"] != fn[0]["parameters"]:
+            notes.append("schema of %r rewritten" % fn[0]["name"])
     if required:
         _add_instruction(messages, REQUIRED_TOOL_INSTRUCTION)
+        notes.append("tool_choice required: instructed")
 
     kind, spec = _response_format(request)
     plan.output = kind
@@ -2371,6 +2583,7 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
     if kind == "json_object":
         _add_instruction(messages, JSON_OBJECT_INSTRUCTION)
         plan.output = "json_object"
+        notes.append("JSON mode: instructed")
     elif kind == "json_schema" and structured_output == "native":
         schema = normalize_schema(spec.get("schema"))  # type: ignore[union-attr]
         strict = bool(spec.get("strict"))  # type: ignore[union-attr]
@@ -2390,6 +2603,7 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
                           "description": (description + " " if description else "") + STRUCTURED_FUNCTION_DESCRIPTION,
                           "parameters": normalize_schema(schema)})
         plan.output_function = function_name
+        notes.append("json_schema answered through function %s" % function_name)
         if function_call is None:
             function_call = {"name": function_name}  # the client has no tools: force the answer function
         else:
@@ -2606,30 +2820,6 @@ def to_completion_response(chat: Dict[str, Any], legacy: LegacyCompletion, promp
     }
 
 
-class CompletionStreamAdapter:
-    """chat.completion.chunk dicts in, legacy ``text_completion`` stream chunks out."""
-
-    def __init__(self, legacy: LegacyCompletion) -> None:
-        self.legacy = legacy
-        self._echoed = not legacy.echo
-
-    def adapt(self, chunk: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        out = {"id": "cmpl-" + chunk["id"].split("-", 1)[-1], "object": "text_completion",
-               "created": chunk["created"], "model": chunk["model"]}  # type: Dict[str, Any]
-        if not chunk["choices"]:  # the usage chunk
-            out["choices"] = []
-            out["usage"] = chunk.get("usage")
-            return out
-        choice = chunk["choices"][0]
-        text = choice["delta"].get("content") or ""
-        if not self._echoed:
-            text, self._echoed = self.legacy.prompts[0] + text, True
-        if not text and not choice["finish_reason"]:
-            return None  # a role-only chunk has nothing to say here
-        out["choices"] = [{"text": text, "index": 0, "logprobs": None, "finish_reason": choice["finish_reason"]}]
-        return out
-
-
 def merge_choices(responses: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Several one-choice answers (n > 1, or several prompts) as one answer, usage summed."""
     merged = dict(responses[0])
@@ -2795,11 +2985,37 @@ def iter_sse_data(read: Callable[[], bytes]) -> Iterator[str]:
             return
 
 
-def sse_event(obj: Any) -> bytes:
-    return b"data: " + compact_json(obj).encode("utf-8") + b"\n\n"
+def sse_event(obj: Any, event: str = "") -> bytes:
+    """One server-sent event: ``data:`` with ``obj`` as JSON (a str is sent as it is),
+    after an ``event:`` line when ``event`` names it."""
+    data = (obj if isinstance(obj, str) else compact_json(obj)).encode("utf-8")
+    return (b"event: " + event.encode("ascii") + b"\ndata: " if event else b"data: ") + data + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+class ChatStream:
+    """The OpenAI chat stream as it is: each chunk one event, ``[DONE]`` at the end.
+
+    Every dialect's stream adapter has this interface, fed what StreamTranslator makes:
+    ``feed(chunk)`` returns the events for one chat chunk, ``finish()`` the closing
+    events, ``fail(error)`` the events that report an error after the stream began (it
+    then ends); an event is ``(name, data)``, name "" for a plain ``data:`` event, and
+    ``encode(events)`` makes the bytes for the wire.
+    """
+
+    def feed(self, chunk: Dict[str, Any]) -> List[Tuple[str, Any]]:
+        return [("", chunk)]
+
+    def finish(self) -> List[Tuple[str, Any]]:
+        return [("", "[DONE]")]
+
+    def fail(self, error: ProxyError) -> List[Tuple[str, Any]]:
+        return [("", error.body())]  # no [DONE]: a cut stream never looks complete
+
+    def encode(self, events: List[Tuple[str, Any]]) -> bytes:
+        return b"".join(sse_event(data, name) for name, data in events)
 
 
 class StreamTranslator:
@@ -2941,6 +3157,31 @@ class StreamTranslator:
         return [usage_chunk]
 
 
+class CompletionStream(ChatStream):
+    """The legacy completions stream adapter (see ChatStream): chat.completion.chunk dicts
+    in, ``text_completion`` chunks out, then ``[DONE]``."""
+
+    def __init__(self, legacy: LegacyCompletion) -> None:
+        self.legacy = legacy
+        self._echoed = not legacy.echo
+
+    def feed(self, chunk: Dict[str, Any]) -> List[Tuple[str, Any]]:
+        out = {"id": "cmpl-" + chunk["id"].split("-", 1)[-1], "object": "text_completion",
+               "created": chunk["created"], "model": chunk["model"]}  # type: Dict[str, Any]
+        if not chunk["choices"]:  # the usage chunk
+            out["choices"] = []
+            out["usage"] = chunk.get("usage")
+            return [("", out)]
+        choice = chunk["choices"][0]
+        text = choice["delta"].get("content") or ""
+        if not self._echoed:
+            text, self._echoed = self.legacy.prompts[0] + text, True
+        if not text and not choice["finish_reason"]:
+            return []  # a role-only chunk has nothing to say here
+        out["choices"] = [{"text": text, "index": 0, "logprobs": None, "finish_reason": choice["finish_reason"]}]
+        return [("", out)]
+
+
 # ==== HTTP handler ====
 # One thread per client connection (GigaProxyServer, a ThreadingHTTPServer).  http.server
 # parses request lines and headers, keeps connections alive, answers Expect: 100-continue
@@ -3064,8 +3305,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
         self._input = self.rfile  # the buffered socket reader; each request reads through a _DeadlineReader
         self.socket_timeout = None  # type: Optional[float]  # what the connection's timeout is set to
-        self._served = 0  # requests answered on this connection
-        self._status = 0
+        self._answered = 0  # requests answered on this connection
 
     def finish(self) -> None:
         self.rfile = self._input  # so that socketserver closes the real reader
@@ -3082,7 +3322,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         then give it GIGAPROXY_CLIENT_TIMEOUT to arrive whole, head and body."""
         config = self.server.config
         self.close_connection = True
-        wait = config.client_timeout if not self._served else min(DEFAULT_KEEPALIVE_TIMEOUT, config.client_timeout)
+        wait = config.client_timeout if not self._answered else min(DEFAULT_KEEPALIVE_TIMEOUT, config.client_timeout)
         self.server.connection_idle(self.connection)
         try:
             self.set_socket_timeout(wait)
@@ -3094,14 +3334,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._body = _DeadlineReader(self._input, self, time.monotonic() + config.client_timeout)
         # A head that arrived whole is read straight from the buffer; one still coming, under the deadline.
         self.rfile = self._input if b"\r\n\r\n" in arrived else self._body
-        self._status = 0
+        self._started = time.monotonic()
+        self._status = 0  # what the access line and the metrics report; set as each answer starts
+        self._route_name = "-"
+        self._model = self._served_by = self._upstream_id = "-"
+        self._stream_outcome = None  # type: Optional[str]
         try:
             super().handle_one_request()
         except _ClientGone:  # went away before an answer to a bad head (or a 413 to Expect) was out
             self.close_connection = True
         finally:
             self.rfile = self._input
-            self._served += 1
+            self._answered += 1
 
     def parse_request(self) -> bool:
         """http.server's parse, then the framing rules it leaves to us (RFC 9112 §6, §7)."""
@@ -3117,7 +3361,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             length = self.headers.get("Content-Length")
             if length is not None and int(length) > self.server.config.max_body_bytes:
                 self._send_json(413, self._too_large().body(), {"Connection": "close"})
-                self._log_access(time.monotonic())
+                self._log_access()
                 self._drain(int(length))
                 return False
             http.server.BaseHTTPRequestHandler.handle_expect_100(self)
@@ -3179,10 +3423,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug("%s " + format, self.address_string(), *args)
 
-    def _log_access(self, started: float, model: str = "-", upstream_id: str = "-") -> None:
-        self.log_message("%s %s %s model=%s %.0fms upstream_id=%s", self.command or "-",
+    def _log_access(self) -> None:
+        """The access line: request, status, the model asked of GigaChat and the one that
+        answered, time taken, GigaChat's request id, and how a stream ended."""
+        self.log_message("%s %s %s model=%s served=%s %.0fms upstream_id=%s%s", self.command or "-",
                          urllib.parse.urlsplit(self.path).path if self.command else "-", self._status or "-",
-                         model, (time.monotonic() - started) * 1000, upstream_id)
+                         self._model, self._served_by, (time.monotonic() - self._started) * 1000,
+                         self._upstream_id, " stream=" + self._stream_outcome if self._stream_outcome else "")
 
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """http.server's error replies (bad request line or headers, 414, 431, 501, 505) in JSON, then close."""
@@ -3190,15 +3437,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not self.request_version:  # a request line over 64 KiB: http.server cleared everything
             self.request_version = self.default_request_version
         self.command = self.command or ""
-        started = time.monotonic()
         self._send_json(code, ProxyError(code, message or "bad request", "invalid_request_error").body(),
                         {"Connection": "close"})
-        self._log_access(started)
+        self._log_access()
 
     def _send_json(self, status: int, obj: Any, headers: Optional[Dict[str, str]] = None) -> None:
-        data = compact_json(obj).encode("utf-8")
+        self._send_body(status, compact_json(obj).encode("utf-8"), "application/json; charset=utf-8", headers)
+
+    def _send_body(self, status: int, data: bytes, content_type: str, headers: Optional[Dict[str, str]] = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -3214,14 +3462,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError as exc:  # the client is gone: nobody to tell
             raise _ClientGone(exc)
 
-    def _write_events(self, chunks: List[Dict[str, Any]], adapt: Optional[Callable[..., Any]] = None,
-                      more: bytes = b"", end: bool = False) -> None:
-        """What one upstream event became (then ``more`` raw SSE bytes), in one write."""
-        if adapt is not None:
-            chunks = [c for c in map(adapt, chunks) if c is not None]
-        data = b"".join(map(sse_event, chunks)) + more
-        if data or end:
-            self._write_chunk(data, end)
+    def _write_events(self, adapter: Any, chunks: List[Dict[str, Any]], end: bool = False) -> None:
+        """What one upstream event became, through the dialect's stream adapter, in one
+        write (``end``: and the adapter's closing events, then the end of the body)."""
+        events = [event for chunk in chunks for event in adapter.feed(chunk)]
+        if end:
+            events += adapter.finish()
+        if events or end:
+            self._write_chunk(adapter.encode(events), end)
 
     def _write_chunk(self, data: bytes, end: bool = False) -> None:
         """One chunk of a chunked body (``end``: and the empty chunk that ends the body);
@@ -3240,6 +3488,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if getattr(self, "_headers_buffer", None):
                 self._headers_buffer.append(chunk)
                 self.flush_headers()
+                self.server.upstream.metrics.observe("gigaproxy_stream_first_token_seconds",
+                                                     time.monotonic() - self._started, route=self._route_name)
             else:
                 self.wfile.write(chunk)
         except OSError as exc:
@@ -3251,10 +3501,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
-        started = time.monotonic()
-        self._status = 0
-        self._model = "-"
-        self._upstream_id = "-"
         self._stream_started = False
         self._linger = 0  # body bytes to read and discard after an early answer
         path = urllib.parse.urlsplit(self.path).path
@@ -3265,6 +3511,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             handler, args = self._route(path)
             handler(*args)
         except ProxyError as exc:
+            self._upstream_id = exc.upstream_id or self._upstream_id
             self._render_error(exc)
         except _ClientGone:
             self.close_connection = True
@@ -3278,7 +3525,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self.server.draining:
                 self.close_connection = True
             self.server.request_finished()
-            self._log_access(started, self._model, self._upstream_id)
+            metrics = self.server.upstream.metrics
+            metrics.inc("gigaproxy_requests_total", route=self._route_name, status=str(self._status or 0),
+                        model=self._model)
+            metrics.observe("gigaproxy_request_duration_seconds", time.monotonic() - self._started,
+                            route=self._route_name)
+            self._log_access()
 
     def _check_api_key(self, path: str) -> None:
         """With GIGAPROXY_API_KEY set, every route but /health needs it (Bearer or x-api-key)."""
@@ -3340,10 +3592,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path.startswith("/models/") and len(path) > len("/models/"):
             allowed = {"GET": self._model_info}  # type: Dict[str, Callable[..., None]]
             args = (urllib.parse.unquote(path[len("/models/"):]),)  # type: Tuple[Any, ...]
+            self._route_name = "/models/{id}"
         else:
             allowed = ROUTES.get(path, {})
             allowed = {m: getattr(self, name) for m, name in allowed.items()}
             args = ()
+            self._route_name = path if allowed else "unknown"
         if not allowed:
             self._discard_body()
             raise ProxyError(404, "no route %s %s; gigaproxy serves /v1/chat/completions, /v1/completions, "
@@ -3494,18 +3748,42 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send_json(200, {"object": "list", "data": self._model_objects()})
 
     def _model_info(self, model_id: str) -> None:
+        """Any id a chat request would accept, with the GigaChat model that serves it."""
         for item in self._model_objects():
             if item["id"] == model_id:
                 self._send_json(200, item)
                 return
-        raise ProxyError(404, "model %r does not exist" % _printable(model_id, 100), "invalid_request_error",
-                         "model_not_found", "model")
+        self._send_json(200, _model_object(model_id, "chat", "gigaproxy", self._resolve_model(model_id)))
+
+    def _resolve_model(self, name: Any) -> str:
+        config = self.server.config
+        return resolve_model(name, config.model, self.server.upstream.known_model_ids(), config.model_map)
 
     def _model_objects(self) -> List[Dict[str, Any]]:
-        items = [{"id": m["id"], "object": "model", "created": m.get("created") if isinstance(m.get("created"), int)
-                  else 0, "owned_by": m.get("owned_by") or "salutedevices"} for m in self.server.upstream.models()]
-        items.extend({"id": alias, "object": "model", "created": 0, "owned_by": "gigaproxy"} for alias in MODEL_ALIASES)
+        """The model list: shorthands, the model map's plain names and GIGACHAT_MODEL first,
+        then GigaChat's chat models, then its embedders; its service models (filters,
+        checkers) are left out.  Each says its type and the GigaChat model that serves it."""
+        config = self.server.config
+        listed = self.server.upstream.models()
+        kinds = [(m, m.get("type") or ("embedder" if m["id"] in EMBEDDING_MODELS else "chat")) for m in listed]
+        items, seen = [], set()  # type: List[Dict[str, Any]], set
+        own = list(MODEL_ALIASES) + [p for p, _ in config.model_map if not any(c in p for c in "*?[")] + [config.model]
+        for name in own:
+            if name not in seen:
+                seen.add(name)
+                items.append(_model_object(name, "chat", "gigaproxy", self._resolve_model(name)))
+        for wanted in ("chat", "embedder"):
+            for model, kind in kinds:
+                if kind == wanted and model["id"] not in seen:
+                    seen.add(model["id"])
+                    served_by = self._resolve_model(model["id"]) if kind == "chat" else model["id"]
+                    items.append(_model_object(model["id"], kind, model.get("owned_by") or "salutedevices",
+                                               served_by, model.get("created")))
         return items
+
+    def _metrics(self) -> None:
+        data = self.server.upstream.metrics.render().encode("utf-8")
+        self._send_body(200, data, "text/plain; version=0.0.4; charset=utf-8")
 
     def _forwarded_headers(self) -> Dict[str, str]:
         headers = {}
@@ -3526,11 +3804,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """Answer chat requests (several only for legacy multi-prompt completions)."""
         upstream = self.server.upstream
         config = self.server.config
-        translated = [translate_chat_request(r, config.model, upstream.known_model_ids(), config.structured_output)
-                      for r in requests]
+        translated = [translate_chat_request(r, config.model, upstream.known_model_ids(), config.structured_output,
+                                             config.model_map) for r in requests]
         giga, plan = translated[0]
         self._model = giga["model"]
         client_model = requests[0].get("model") or giga["model"]
+        self.server.note_model(client_model, giga["model"])
+        if plan.notes:
+            log.debug("rewritten for GigaChat: %s", "; ".join(plan.notes))
         completion_id = "chatcmpl-" + os.urandom(16).hex()
         created = int(time.time())
         headers = self._forwarded_headers()
@@ -3539,14 +3820,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if giga.get("stream"):
             options = requests[0].get("stream_options") or {}
             translator = StreamTranslator(client_model, completion_id, created, bool(options.get("include_usage")), plan)
-            adapter = CompletionStreamAdapter(legacy).adapt if legacy else None
-            self._stream_chat(giga, headers, translator, adapter)
+            self._stream_chat(giga, headers, translator, CompletionStream(legacy) if legacy else ChatStream())
             return
         calls = [(body, call_plan) for body, call_plan in translated for _ in range(call_plan.n)]
         answers = self._call_all([body for body, _ in calls], headers)
         responses = [to_openai_response(answer, client_model, completion_id, created, call_plan)
                      for answer, (_, call_plan) in zip(answers, calls)]
         response = merge_choices(responses) if len(responses) > 1 else responses[0]
+        self._count_usage(response.get("system_fingerprint"), response["usage"])
         if legacy:
             by_prompt = [dict(response, choices=[c for c in response["choices"]
                                                  if c["index"] // plan.n == i]) for i in range(len(legacy.prompts))]
@@ -3555,6 +3836,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 completion["choices"].extend(to_completion_response(part, legacy, i)["choices"])
             response = completion
         self._send_json(200, response)
+
+    def _count_usage(self, served_by: Optional[str], usage: Optional[Dict[str, Any]]) -> None:
+        """Note the GigaChat model that answered (for the access line) and count its tokens."""
+        if served_by:
+            self._served_by = served_by
+        if usage:
+            metrics = self.server.upstream.metrics
+            metrics.inc("gigaproxy_prompt_tokens_total", usage["prompt_tokens"], model=self._model)
+            metrics.inc("gigaproxy_completion_tokens_total", usage["completion_tokens"], model=self._model)
 
     def _attach_images(self, plan: ChatPlan, headers: Dict[str, str]) -> None:
         """Upload the request's images to GigaChat (each once) and fill in the attachment ids."""
@@ -3623,19 +3913,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             value = [value]
         if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
             raise bad_request("input must be a string or a non-empty array of strings", "input", "invalid_type")
-        model = resolve_model(request.get("model"), self.server.config.model, self.server.upstream.known_model_ids())
+        model = self._resolve_model(request.get("model"))
         self._model = model
         answer, _ = self.server.upstream.call("POST", "/tokens/count", {"model": model, "input": value},
                                               self._forwarded_headers())
         self._send_json(200, answer)
 
     def _stream_chat(self, giga: Dict[str, Any], headers: Dict[str, str], translator: StreamTranslator,
-                     adapt: Optional[Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]] = None) -> None:
+                     adapter: Any) -> None:
+        """Stream GigaChat's answer through ``translator`` and the dialect's ``adapter`` (see ChatStream)."""
         exchange = self.server.upstream.open_stream(giga, headers)  # errors here are ordinary replies
         self._upstream_id = exchange.header("x-request-id") or "-"
         finished = False
+        self.server.streams_changed(+1)
+        self._stream_outcome = "client_left"  # until it ends otherwise
         try:
-            self._status = 200
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
@@ -3658,10 +3950,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     except ValueError:
                         raise ProxyError(502, "GigaChat sent a stream event that is not JSON: %s"
                                          % _excerpt(data.encode("utf-8")), "api_error", "upstream_bad_response")
-                    self._write_events(translator.feed(event), adapt)
+                    self._write_events(adapter, translator.feed(event))
                     if translator.stopped_early:
                         break  # the upstream request is closed below, unread
                 tail = translator.finish()
+                self._count_usage(translator.system_fingerprint, translator.usage)
             except http.client.IncompleteRead:  # the connection ended inside the body
                 raise ProxyError(502, "GigaChat's stream ended before the answer was complete",
                                  "api_error", "upstream_stream_incomplete")
@@ -3675,17 +3968,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     exchange.read()  # GigaChat's body ends right after [DONE]
                 except (OSError, http.client.HTTPException):
                     exchange.close()
-            self._write_events(tail, adapt, more=SSE_DONE, end=True)
+            self._write_events(adapter, tail, end=True)
+            self._stream_outcome = "complete"
         except ProxyError as exc:
             if not self._stream_started:
+                self._stream_outcome = None
                 raise
+            self._stream_outcome = "cut"
             log.warning("stream ended with an error: %s", exc.message)
             try:
-                self._write_chunk(sse_event(exc.body()), end=True)
+                self._write_chunk(adapter.encode(adapter.fail(exc)), end=True)
             except _ClientGone:
                 self.close_connection = True
         finally:
             exchange.close()  # no-op after release(); otherwise drops the upstream connection
+            self.server.streams_changed(-1)
+            if self._stream_outcome:
+                self.server.upstream.metrics.inc("gigaproxy_streams_total", outcome=self._stream_outcome)
 
 
 DRAIN_SECONDS = 2.0
@@ -3694,9 +3993,16 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 # Request media types read as JSON: curl -d sends form-urlencoded unless told otherwise.
 JSON_MEDIA_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 
+def _model_object(model_id: str, kind: str, owned_by: str, served_by: str, created: Any = 0) -> Dict[str, Any]:
+    """One entry of the model list (OpenAI's shape, plus its type and the GigaChat model that serves it)."""
+    return {"id": model_id, "object": "model", "created": created if isinstance(created, int) else 0,
+            "owned_by": owned_by, "type": kind, "gigachat_model": served_by}
+
+
 ROUTES = {
     "/": {"GET": "_root"},
     "/health": {"GET": "_health"},
+    "/metrics": {"GET": "_metrics"},
     "/models": {"GET": "_list_models"},
     "/chat/completions": {"POST": "_chat_completions"},
     "/completions": {"POST": "_completions"},
@@ -3769,6 +4075,19 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
         self._requests = 0
         self._idle = collections.OrderedDict()  # type: collections.OrderedDict[socket.socket, None]
         self._closed_idle = set()  # type: set
+        self._streams = 0
+        self._models_noted = set()  # type: set  # client model names already logged with what serves them
+        upstream.metrics.sources.update({
+            "gigaproxy_active_requests": ("Requests being served", "gauge", lambda: self._requests),
+            "gigaproxy_active_streams": ("Streamed answers being written", "gauge", lambda: self._streams),
+            "gigaproxy_client_connections": ("Client connections open", "gauge", lambda: self._connections),
+            "gigaproxy_upstream_idle_connections": ("Keep-alive connections to GigaChat waiting in the pool",
+                                                    "gauge", upstream.transport.idle_connections),
+            "gigaproxy_token_fetches_total": ("GigaChat access tokens fetched (or tried)", "counter",
+                                              lambda: upstream.tokens.fetches),
+            "gigaproxy_token_fetch_failures_total": ("GigaChat access token fetches that failed", "counter",
+                                                     lambda: upstream.tokens.failures),
+        })
         if ":" in config.host:
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), Handler)
@@ -3852,6 +4171,22 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
             log.debug("connection from %s ended: %s", client_address[0], error)
         else:
             log.exception("unexpected error on a connection from %s", client_address[0])
+
+    def streams_changed(self, delta: int) -> None:
+        with self._lock:
+            self._streams += delta
+
+    def note_model(self, client_model: str, served_by: str) -> None:
+        """Log once (INFO) that a client model name is not GigaChat's and which model serves it."""
+        if client_model == served_by or client_model in self._models_noted:
+            return
+        with self._lock:
+            if client_model in self._models_noted or len(self._models_noted) >= MAX_LABEL_SETS:
+                return
+            self._models_noted.add(client_model)
+        log.info("model %r is served by %s (%s)", _printable(client_model, 80), served_by,
+                 "GIGAPROXY_MODEL_MAP" if self.config.model_map else "a shorthand" if client_model in MODEL_ALIASES
+                 else "GIGACHAT_MODEL")
 
     def request_started(self) -> None:
         with self._lock:
@@ -3972,6 +4307,9 @@ ENV_HELP = """environment variables (flag > environment > env file > default):
   GIGAPROXY_STRUCTURED_OUTPUT   default function: json_schema answers via a forced function, or native
   GIGAPROXY_EMBEDDINGS_MODEL    default %(embeddings)s: for embeddings model names GigaChat does not have
   GIGAPROXY_ALLOW_IMAGE_URLS    default false: fetch http(s) image URLs (public addresses only)
+  GIGAPROXY_MODEL_MAP           client model names to GigaChat models, first match wins, e.g.
+                                claude-*haiku*=GigaChat-2,*=GigaChat-2-Max
+  GIGAPROXY_UPSTREAM_HEADERS    headers added to every GigaChat request: 'Name: value; Name2: value2'
 """ % {"embeddings": DEFAULT_EMBEDDINGS_MODEL, "base": DEFAULT_BASE_URL, "auth": DEFAULT_AUTH_URL, "timeout": DEFAULT_TIMEOUT, "model": DEFAULT_MODEL,
        "body": DEFAULT_MAX_BODY_MB, "connect": DEFAULT_CONNECT_TIMEOUT, "total": DEFAULT_TOTAL_TIMEOUT,
        "retries": DEFAULT_MAX_RETRIES, "backoff": DEFAULT_RETRY_BACKOFF, "concurrency": DEFAULT_MAX_CONCURRENCY,

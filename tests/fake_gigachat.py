@@ -121,6 +121,8 @@ DEFAULT_MODELS: Tuple[Dict[str, str], ...] = tuple(
      for m in _CHAT_MODEL_IDS]
     + [{"id": m, "object": "model", "owned_by": "salutedevices", "type": "embedder"}
        for m in ("Embeddings", "Embeddings-2")]
+    + [{"id": "GigaCheckClassification", "object": "model", "owned_by": "salutedevices", "type": "aicheck"},
+       {"id": "GigaFilter", "object": "model", "owned_by": "salutedevices", "type": "filter"}]
 )
 
 #: Top-level v1 chat fields (§4).  Everything else is rejected with 422.

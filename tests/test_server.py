@@ -543,8 +543,24 @@ def test_models_are_listed_cached_and_include_aliases(proxy, fake):
     assert fake.models_calls == 1
     status, _, body = proxy.json("GET", "/v1/models/GigaChat-2-Pro")
     assert status == 200 and body["id"] == "GigaChat-2-Pro" and body["object"] == "model"
-    status, _, body = proxy.json("GET", "/v1/models/gpt-9")
-    assert status == 404 and assert_openai_error(body)["code"] == "model_not_found"
+    status, _, body = proxy.json("GET", "/v1/models/gpt-9")  # any name a chat request accepts (issue 13)
+    assert status == 200 and body["id"] == "gpt-9" and body["gigachat_model"] == proxy.server.config.model
+
+
+def test_the_model_list_puts_shorthands_first_and_leaves_service_models_out(start_proxy, fake):
+    proxy = start_proxy(GIGACHAT_MODEL="GigaChat-2-Pro", GIGAPROXY_MODEL_MAP="claude-*=GigaChat-2-Max,gpt-4o=gigachat")
+    status, _, body = proxy.json("GET", "/v1/models")
+    assert status == 200
+    ids = [m["id"] for m in body["data"]]
+    assert ids[:5] == ["gigachat", "gigachat-pro", "gigachat-max", "gpt-4o", "GigaChat-2-Pro"]  # no glob listed
+    kinds = [m["type"] for m in body["data"]]
+    assert kinds == sorted(kinds)  # chat models, then embedders ("chat" < "embedder")
+    assert ids[-2:] == ["Embeddings", "Embeddings-2"] and len(ids) == len(set(ids))
+    assert "GigaFilter" not in ids and "GigaCheckClassification" not in ids
+    served = {m["id"]: m["gigachat_model"] for m in body["data"]}
+    assert served["gigachat-max"] == "GigaChat-2-Max" and served["gpt-4o"] == "GigaChat-2"
+    assert served["GigaChat-2-Max"] == "GigaChat-2-Max" and served["Embeddings"] == "Embeddings"
+    assert proxy.json("GET", "/v1/models/claude-opus-4")[2]["gigachat_model"] == "GigaChat-2-Max"
 
 
 def wait_for_models_refresh(upstream):
