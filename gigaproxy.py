@@ -4107,6 +4107,7 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
                 admitted = True
             if admitted:
                 self._connections += 1
+                self._idle[request] = None  # idle until its thread has a request: it can make room at once
             elif self._refusing < MAX_REFUSING:
                 self._refusing += 1
             else:
@@ -4121,6 +4122,7 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
             with self._lock:
                 if admitted:
                     self._connections -= 1
+                    self._idle.pop(request, None)
                 else:
                     self._refusing -= 1
 

@@ -23,7 +23,9 @@ list (§8); anything else a GigaChat 404 (§10).  ``script(...)`` queues how to 
 requests instead, first in first out:
 
 * ``extra``: bytes sent right after the complete answer, in the same ``sendall`` or, with
-  ``separately=True``, in a second one;
+  ``separately=True``, in a second one; with ``extra_after`` (an Event) too, the second one
+  waits for that event (set it once the client has its answer: the bytes then reach a
+  connection that sits idle in gigaproxy's pool);
 * ``status``, ``body`` (bytes) and ``content_length`` (declared; need not match the body);
 * ``header_lines``: raw header text, e.g. ``"X-Request-ID: abc\\r\\n def"`` (obs-fold); a line
   that names Content-Type or X-Request-ID replaces the default one.
@@ -99,13 +101,15 @@ class Answer(object):
     """How one request is answered; see MisbehavingUpstream.script."""
 
     def __init__(self, status: int = 200, body: Optional[bytes] = None, content_length: Optional[int] = None,
-                 header_lines: Sequence[str] = (), extra: bytes = b"", separately: bool = False) -> None:
+                 header_lines: Sequence[str] = (), extra: bytes = b"", separately: bool = False,
+                 extra_after: Optional[threading.Event] = None) -> None:
         self.status = status
         self.body = body
         self.content_length = content_length
         self.header_lines = list(header_lines)
         self.extra = extra
-        self.separately = separately
+        self.separately = separately or extra_after is not None
+        self.extra_after = extra_after  # the second sendall waits for it (set by stop() too)
         self.sent = threading.Event()  # set once the answer and its extra bytes have been written
 
 
@@ -119,6 +123,7 @@ class MisbehavingUpstream(object):
         self.port = 0
         self._lock = threading.Lock()
         self._script = collections.deque()  # type: Deque[Answer]
+        self._answers = []  # type: List[Answer]  # every scripted answer (stop() releases their waits)
         self._open = {}  # type: Dict[int, socket.socket]
         self._threads = []  # type: List[threading.Thread]
         self._stopping = False
@@ -134,6 +139,7 @@ class MisbehavingUpstream(object):
         answer = Answer(**kw)
         with self._lock:
             self._script.append(answer)
+            self._answers.append(answer)
         return answer
 
     def chat_requests(self) -> List[Request]:
@@ -168,6 +174,9 @@ class MisbehavingUpstream(object):
         self._listener.close()
         with self._lock:
             open_sockets, threads = list(self._open.values()), list(self._threads)
+            waiting = [a.extra_after for a in self._answers if a.extra_after is not None]
+        for event in waiting:
+            event.set()  # a thread waiting to send extra bytes finishes now
         for sock in open_sockets:
             try:
                 sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked reading it
@@ -276,6 +285,8 @@ class MisbehavingUpstream(object):
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         if answer.separately:
             sock.sendall(data)
+            if answer.extra_after is not None:
+                answer.extra_after.wait(30)
             if answer.extra:
                 sock.sendall(answer.extra)
         else:

@@ -229,7 +229,7 @@ def error_problems(reply: Reply, statuses: Sequence[int], param: Optional[str] =
     except ValueError:
         return problems + ["a body that is not JSON: %r" % reply.body[:200]]
     error = body.get("error") if isinstance(body, dict) else None
-    if set(body) != {"error"} or not isinstance(error, dict) or set(error) != ERROR_KEYS:
+    if not isinstance(body, dict) or set(body) != {"error"} or not isinstance(error, dict) or set(error) != ERROR_KEYS:
         return problems + ["not an OpenAI error body: %r" % reply.body[:200]]
     if not isinstance(error["message"], str) or not error["message"]:
         problems.append("empty error.message")
