@@ -2995,6 +2995,11 @@ def sse_event(obj: Any, event: str = "") -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
+def openai_error(exc: ProxyError) -> Tuple[int, Dict[str, Any], Dict[str, str]]:
+    """(status, body, headers) of an error in OpenAI's shape: the chat dialect's, the default."""
+    return exc.status, exc.body(), exc.headers
+
+
 class ChatStream:
     """The OpenAI chat stream as it is: each chunk one event, ``[DONE]`` at the end.
 
@@ -3155,6 +3160,16 @@ class StreamTranslator:
         if self.system_fingerprint:
             usage_chunk["system_fingerprint"] = self.system_fingerprint
         return [usage_chunk]
+
+
+def to_completion_answer(response: Dict[str, Any], legacy: LegacyCompletion, n: int) -> Dict[str, Any]:
+    """The merged chat answer to a legacy completion's prompts (``n`` choices each) as one text_completion."""
+    by_prompt = [dict(response, choices=[c for c in response["choices"] if c["index"] // n == i])
+                 for i in range(len(legacy.prompts))]
+    completion = to_completion_response(by_prompt[0], legacy, 0)
+    for i, part in enumerate(by_prompt[1:], 1):
+        completion["choices"].extend(to_completion_response(part, legacy, i)["choices"])
+    return completion
 
 
 class CompletionStream(ChatStream):
@@ -3339,6 +3354,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._route_name = "-"
         self._model = self._served_by = self._upstream_id = "-"
         self._stream_outcome = None  # type: Optional[str]
+        self._errors = openai_error  # type: Callable[[ProxyError], Tuple[int, Dict[str, Any], Dict[str, str]]]
         try:
             super().handle_one_request()
         except _ClientGone:  # went away before an answer to a bad head (or a 413 to Expect) was out
@@ -3573,10 +3589,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             pass
 
     def _render_error(self, exc: ProxyError) -> None:
+        """The error as the route's dialect writes errors (``_errors``: OpenAI's unless a route says)."""
         if self._stream_started:
             return  # the stream code already reported it in-band
+        status, body, headers = self._errors(exc)
         try:
-            self._send_json(exc.status, exc.body(), exc.headers)
+            self._send_json(status, body, headers)
         except _ClientGone:
             self.close_connection = True
 
@@ -3798,10 +3816,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _completions(self) -> None:
         chats, legacy = completion_to_chat(self._read_json())
-        self._serve_chat(chats, legacy)
+        self._serve_chat(chats, lambda response, n: to_completion_answer(response, legacy, n),
+                         lambda: CompletionStream(legacy))
 
-    def _serve_chat(self, requests: List[Dict[str, Any]], legacy: Optional[LegacyCompletion] = None) -> None:
-        """Answer chat requests (several only for legacy multi-prompt completions)."""
+    def _serve_chat(self, requests: List[Dict[str, Any]],
+                    respond: Optional[Callable[[Dict[str, Any], int], Dict[str, Any]]] = None,
+                    stream: Callable[[], Any] = ChatStream) -> None:
+        """Answer chat requests through the chat core, in a dialect's shapes.
+
+        The core resolves the model, translates, uploads images, calls GigaChat (``n``
+        times, or once per prompt of a legacy completion) and translates the answer back
+        into a ``chat.completion``; ``respond(answer, n)`` turns that into the dialect's
+        body (default: as it is), and ``stream()`` makes the dialect's stream adapter
+        (see ChatStream) for a streamed answer.
+        """
         upstream = self.server.upstream
         config = self.server.config
         translated = [translate_chat_request(r, config.model, upstream.known_model_ids(), config.structured_output,
@@ -3820,7 +3848,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if giga.get("stream"):
             options = requests[0].get("stream_options") or {}
             translator = StreamTranslator(client_model, completion_id, created, bool(options.get("include_usage")), plan)
-            self._stream_chat(giga, headers, translator, CompletionStream(legacy) if legacy else ChatStream())
+            self._stream_chat(giga, headers, translator, stream())
             return
         calls = [(body, call_plan) for body, call_plan in translated for _ in range(call_plan.n)]
         answers = self._call_all([body for body, _ in calls], headers)
@@ -3828,14 +3856,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                      for answer, (_, call_plan) in zip(answers, calls)]
         response = merge_choices(responses) if len(responses) > 1 else responses[0]
         self._count_usage(response.get("system_fingerprint"), response["usage"])
-        if legacy:
-            by_prompt = [dict(response, choices=[c for c in response["choices"]
-                                                 if c["index"] // plan.n == i]) for i in range(len(legacy.prompts))]
-            completion = to_completion_response(by_prompt[0], legacy, 0)
-            for i, part in enumerate(by_prompt[1:], 1):
-                completion["choices"].extend(to_completion_response(part, legacy, i)["choices"])
-            response = completion
-        self._send_json(200, response)
+        self._send_json(200, respond(response, plan.n) if respond else response)
 
     def _count_usage(self, served_by: Optional[str], usage: Optional[Dict[str, Any]]) -> None:
         """Note the GigaChat model that answered (for the access line) and count its tokens."""
