@@ -2394,12 +2394,25 @@ def _stop_sequences(request: Dict[str, Any]) -> Tuple[str, ...]:
     return tuple(item for item in stop if item)
 
 
+def find_stop(text: str, stops: Tuple[str, ...]) -> Tuple[str, Optional[str]]:
+    """``text`` up to the first occurrence of any stop sequence, and the sequence found there.
+
+    Where two sequences start at the same place, the one listed first is the one named.
+    """
+    found = None  # type: Optional[Tuple[int, str]]
+    for stop in stops:
+        position = text.find(stop)
+        if position >= 0 and (found is None or position < found[0]):
+            found = (position, stop)
+    if found is None:
+        return text, None
+    return text[:found[0]], found[1]
+
+
 def cut_at_stop(text: str, stops: Tuple[str, ...]) -> Tuple[str, bool]:
     """``text`` up to the first occurrence of any stop sequence, and whether one was found."""
-    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
-    if not positions:
-        return text, False
-    return text[:min(positions)], True
+    cut, stop = find_stop(text, stops)
+    return cut, stop is not None
 
 
 class StopFilter:
@@ -2411,16 +2424,20 @@ class StopFilter:
 
     def __init__(self, stops: Tuple[str, ...]) -> None:
         self.stops = stops
-        self.stopped = False
+        self.matched = None  # type: Optional[str]  # the stop sequence that ended the text
         self._held = ""
+
+    @property
+    def stopped(self) -> bool:
+        return self.matched is not None
 
     def feed(self, text: str) -> str:
         if self.stopped:
             return ""
         text = self._held + text
-        cut, found = cut_at_stop(text, self.stops)
-        if found:
-            self.stopped, self._held = True, ""
+        cut, self.matched = find_stop(text, self.stops)
+        if self.matched is not None:
+            self._held = ""
             return cut
         keep = 0
         for stop in self.stops:
@@ -2710,6 +2727,7 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         content = message.get("content")
         out_message = {"role": "assistant", "content": content if isinstance(content, str) else ""}  # type: Dict[str, Any]
+        matched = None  # type: Optional[str]  # the stop sequence that cut the text
         upstream_finish = choice.get("finish_reason") or "stop"
         function_call = message.get("function_call")
         if upstream_finish == "error":
@@ -2733,13 +2751,15 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
         elif plan.output == "json_object" and finish == "stop":
             out_message["content"] = json_object_text(out_message["content"])
         elif plan.stop:
-            out_message["content"], cut = cut_at_stop(out_message["content"], plan.stop)
-            finish = "stop" if cut else finish
+            out_message["content"], matched = find_stop(out_message["content"], plan.stop)
+            finish = "stop" if matched else finish
         if isinstance(message.get("reasoning_content"), str):
             out_message["reasoning_content"] = message["reasoning_content"]
         index = choice.get("index")
         out_choices.append({"index": index if isinstance(index, int) else position, "message": out_message,
                             "logprobs": None, "finish_reason": finish})
+        if matched is not None:
+            out_choices[-1]["stop_reason"] = matched  # vLLM's field; the Anthropic dialect reports it
     response = {
         "id": completion_id,
         "object": "chat.completion",
@@ -3130,13 +3150,20 @@ class StreamTranslator:
                 if finish == "function_call" and self.plan.legacy_functions:
                     self.finish_reason = "function_call"
                 chunks.append(self._chunk({}, self.finish_reason))
+                if self.stop_sequence is not None:  # vLLM's field; the Anthropic dialect reports it
+                    chunks[-1]["choices"][0]["stop_reason"] = self.stop_sequence
                 break
         return chunks
 
     @property
+    def stop_sequence(self) -> Optional[str]:
+        """The stop sequence that ended the answer, if one did."""
+        return self._stop.matched if self._stop is not None else None
+
+    @property
     def stopped_early(self) -> bool:
         """A stop sequence ended the answer: the rest of the upstream stream is not wanted."""
-        return self._stop is not None and self._stop.stopped
+        return self.stop_sequence is not None
 
     def finish(self) -> List[Dict[str, Any]]:
         if self.finish_reason is None:
