@@ -1724,6 +1724,7 @@ class Upstream:
 # naming the field; nothing a client sends is forwarded unless it is named here.
 
 _TOOL_CALL_ID_PREFIX = "call_"
+ANTHROPIC_TOOL_ID_PREFIX = "toolu_"  # the Anthropic dialect's ids: toolu_ + what follows call_
 
 
 def resolve_model(name: Any, default: str, known: Tuple[str, ...] = (),
@@ -1909,10 +1910,11 @@ def _parse_arguments(arguments: Any, param: str) -> Dict[str, Any]:
 
 
 def state_id_from_call_id(call_id: Any) -> Optional[str]:
-    """GigaChat's functions_state_id carried inside a tool call id we issued."""
-    if isinstance(call_id, str) and call_id.startswith(_TOOL_CALL_ID_PREFIX):
-        rest = call_id[len(_TOOL_CALL_ID_PREFIX):]
-        return rest if canonical_uuid(rest) == rest else None  # only the exact form _tool_call writes
+    """GigaChat's functions_state_id carried inside a tool call id we issued (``call_`` or ``toolu_``)."""
+    for prefix in (_TOOL_CALL_ID_PREFIX, ANTHROPIC_TOOL_ID_PREFIX):
+        if isinstance(call_id, str) and call_id.startswith(prefix):
+            rest = call_id[len(prefix):]
+            return rest if canonical_uuid(rest) == rest else None  # only the exact form _tool_call writes
     return None
 
 
