@@ -3768,7 +3768,7 @@ def anthropic_model(model: Dict[str, Any]) -> Dict[str, Any]:
     """One model (``id``, ``created`` Unix time as the proxy lists it) in Anthropic's shape."""
     created = model.get("created") if isinstance(model.get("created"), int) else 0
     return {"type": "model", "id": model["id"], "display_name": model["id"],
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))}
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)), "lifecycle": "active"}
 
 
 def anthropic_models_list(models: List[Dict[str, Any]], limit: Any = None, after_id: Any = None,

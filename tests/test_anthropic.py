@@ -941,11 +941,12 @@ MODELS = [{"id": "GigaChat-2", "created": 1700000000}, {"id": "GigaChat-2-Max", 
 def test_models_list_shape() -> None:
     assert anthropic_models_list(MODELS) == {
         "data": [
-            {"type": "model", "id": "GigaChat-2", "display_name": "GigaChat-2", "created_at": "2023-11-14T22:13:20Z"},
+            {"type": "model", "id": "GigaChat-2", "display_name": "GigaChat-2", "created_at": "2023-11-14T22:13:20Z",
+             "lifecycle": "active"},
             {"type": "model", "id": "GigaChat-2-Max", "display_name": "GigaChat-2-Max",
-             "created_at": "1970-01-01T00:00:00Z"},
+             "created_at": "1970-01-01T00:00:00Z", "lifecycle": "active"},
             {"type": "model", "id": "gigachat-max", "display_name": "gigachat-max",
-             "created_at": "1970-01-01T00:00:00Z"}],
+             "created_at": "1970-01-01T00:00:00Z", "lifecycle": "active"}],
         "has_more": False, "first_id": "GigaChat-2", "last_id": "gigachat-max"}
     assert anthropic_models_list([]) == {"data": [], "has_more": False, "first_id": None, "last_id": None}
 
