@@ -3532,12 +3532,12 @@ def anthropic_to_chat(request: Any, require_max_tokens: bool = True) -> Dict[str
     """An Anthropic Messages request as an OpenAI chat request, for translate_chat_request.
 
     ``system`` (a string or text blocks; Claude Code's billing block dropped) and every
-    ``role: "system"`` entry of ``messages`` (Claude Code sends them mid-conversation) make
-    one leading system message, the only one GigaChat takes.  A user
-    turn's ``tool_result`` blocks become tool messages (an error as ``{"error": text}``),
-    its text and images a user message (one image each: GigaChat's rule); an assistant
-    turn's ``tool_use`` blocks become its tool_calls (several: the core's parallel calls),
-    thinking blocks are dropped.  Tools of a ``type`` other than custom are left out;
+    ``role: "system"`` entry of ``messages`` (Claude Code sends them mid-conversation)
+    make one leading system message, the only one GigaChat takes.  A user turn's
+    ``tool_result`` blocks become tool messages (an error as ``{"error": text}``), its
+    text and images user messages (one image each: GigaChat's rule; a tool result's
+    images follow the results); an assistant turn's ``tool_use`` blocks become its
+    tool_calls (several: the core's parallel calls); thinking blocks are dropped.  Tools of a ``type`` other than custom are left out;
     ``max_tokens`` (required unless ``require_max_tokens`` is false, as for count_tokens)
     is clamped to what GigaChat takes; ``thinking`` and ``output_config.effort`` become
     ``reasoning_effort``; ``top_k``, ``metadata``, ``service_tier``, ``container``,
