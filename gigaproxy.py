@@ -1724,6 +1724,7 @@ class Upstream:
 # naming the field; nothing a client sends is forwarded unless it is named here.
 
 _TOOL_CALL_ID_PREFIX = "call_"
+ANTHROPIC_TOOL_ID_PREFIX = "toolu_"  # the Anthropic dialect's ids: toolu_ + what follows call_
 
 
 def resolve_model(name: Any, default: str, known: Tuple[str, ...] = (),
@@ -1909,10 +1910,11 @@ def _parse_arguments(arguments: Any, param: str) -> Dict[str, Any]:
 
 
 def state_id_from_call_id(call_id: Any) -> Optional[str]:
-    """GigaChat's functions_state_id carried inside a tool call id we issued."""
-    if isinstance(call_id, str) and call_id.startswith(_TOOL_CALL_ID_PREFIX):
-        rest = call_id[len(_TOOL_CALL_ID_PREFIX):]
-        return rest if canonical_uuid(rest) == rest else None  # only the exact form _tool_call writes
+    """GigaChat's functions_state_id carried inside a tool call id we issued (``call_`` or ``toolu_``)."""
+    for prefix in (_TOOL_CALL_ID_PREFIX, ANTHROPIC_TOOL_ID_PREFIX):
+        if isinstance(call_id, str) and call_id.startswith(prefix):
+            rest = call_id[len(prefix):]
+            return rest if canonical_uuid(rest) == rest else None  # only the exact form _tool_call writes
     return None
 
 
@@ -2394,12 +2396,25 @@ def _stop_sequences(request: Dict[str, Any]) -> Tuple[str, ...]:
     return tuple(item for item in stop if item)
 
 
+def find_stop(text: str, stops: Tuple[str, ...]) -> Tuple[str, Optional[str]]:
+    """``text`` up to the first occurrence of any stop sequence, and the sequence found there.
+
+    Where two sequences start at the same place, the one listed first is the one named.
+    """
+    found = None  # type: Optional[Tuple[int, str]]
+    for stop in stops:
+        position = text.find(stop)
+        if position >= 0 and (found is None or position < found[0]):
+            found = (position, stop)
+    if found is None:
+        return text, None
+    return text[:found[0]], found[1]
+
+
 def cut_at_stop(text: str, stops: Tuple[str, ...]) -> Tuple[str, bool]:
     """``text`` up to the first occurrence of any stop sequence, and whether one was found."""
-    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
-    if not positions:
-        return text, False
-    return text[:min(positions)], True
+    cut, stop = find_stop(text, stops)
+    return cut, stop is not None
 
 
 class StopFilter:
@@ -2411,16 +2426,20 @@ class StopFilter:
 
     def __init__(self, stops: Tuple[str, ...]) -> None:
         self.stops = stops
-        self.stopped = False
+        self.matched = None  # type: Optional[str]  # the stop sequence that ended the text
         self._held = ""
+
+    @property
+    def stopped(self) -> bool:
+        return self.matched is not None
 
     def feed(self, text: str) -> str:
         if self.stopped:
             return ""
         text = self._held + text
-        cut, found = cut_at_stop(text, self.stops)
-        if found:
-            self.stopped, self._held = True, ""
+        cut, self.matched = find_stop(text, self.stops)
+        if self.matched is not None:
+            self._held = ""
             return cut
         keep = 0
         for stop in self.stops:
@@ -2710,6 +2729,7 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         content = message.get("content")
         out_message = {"role": "assistant", "content": content if isinstance(content, str) else ""}  # type: Dict[str, Any]
+        matched = None  # type: Optional[str]  # the stop sequence that cut the text
         upstream_finish = choice.get("finish_reason") or "stop"
         function_call = message.get("function_call")
         if upstream_finish == "error":
@@ -2733,13 +2753,15 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
         elif plan.output == "json_object" and finish == "stop":
             out_message["content"] = json_object_text(out_message["content"])
         elif plan.stop:
-            out_message["content"], cut = cut_at_stop(out_message["content"], plan.stop)
-            finish = "stop" if cut else finish
+            out_message["content"], matched = find_stop(out_message["content"], plan.stop)
+            finish = "stop" if matched else finish
         if isinstance(message.get("reasoning_content"), str):
             out_message["reasoning_content"] = message["reasoning_content"]
         index = choice.get("index")
         out_choices.append({"index": index if isinstance(index, int) else position, "message": out_message,
                             "logprobs": None, "finish_reason": finish})
+        if matched is not None:
+            out_choices[-1]["stop_reason"] = matched  # vLLM's field; the Anthropic dialect reports it
     response = {
         "id": completion_id,
         "object": "chat.completion",
@@ -3135,13 +3157,20 @@ class StreamTranslator:
                 if finish == "function_call" and self.plan.legacy_functions:
                     self.finish_reason = "function_call"
                 chunks.append(self._chunk({}, self.finish_reason))
+                if self.stop_sequence is not None:  # vLLM's field; the Anthropic dialect reports it
+                    chunks[-1]["choices"][0]["stop_reason"] = self.stop_sequence
                 break
         return chunks
 
     @property
+    def stop_sequence(self) -> Optional[str]:
+        """The stop sequence that ended the answer, if one did."""
+        return self._stop.matched if self._stop is not None else None
+
+    @property
     def stopped_early(self) -> bool:
         """A stop sequence ended the answer: the rest of the upstream stream is not wanted."""
-        return self._stop is not None and self._stop.stopped
+        return self.stop_sequence is not None
 
     def finish(self) -> List[Dict[str, Any]]:
         if self.finish_reason is None:
@@ -3195,6 +3224,626 @@ class CompletionStream(ChatStream):
             return []  # a role-only chunk has nothing to say here
         out["choices"] = [{"text": text, "index": 0, "logprobs": None, "finish_reason": choice["finish_reason"]}]
         return [("", out)]
+
+
+# ==== Dialects ====
+# APIs other than OpenAI chat, each an adapter around the chat core: its request becomes a chat
+# request, chat answers and chunks become its shapes.  Pure, as Translation: no I/O, ids are parameters.
+
+# ---- Anthropic Messages (Claude Code, the anthropic SDK) -------------------------------
+
+# The SDK types require a thinking block's signature.  GigaChat signs nothing, and a thinking
+# block a client sends back is dropped, so any fixed text serves.
+ANTHROPIC_THINKING_SIGNATURE = "gigaproxy"
+# chat finish_reason -> Anthropic stop_reason (a matched stop sequence is "stop_sequence").
+ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                          "function_call": "tool_use", "content_filter": "refusal"}
+# output_config.effort -> chat reasoning_effort; thinking.budget_tokens below a bound -> that effort.
+ANTHROPIC_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "xhigh"}
+ANTHROPIC_THINKING_BUDGETS = ((4096, "low"), (16384, "medium"))  # larger budgets: high
+# HTTP status -> Anthropic error type; GigaChat's 503 is answered as Anthropic's 529.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+    502: "api_error", 504: "timeout_error", 529: "overloaded_error",
+}
+# Content blocks that only Anthropic's servers can act on (earlier thinking, server tool calls and
+# their results): dropped from history.  Other "*_tool_result" types are server results too.
+_ANTHROPIC_DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking", "server_tool_use", "mcp_tool_use",
+                                       "container_upload"})
+# Claude Code's first system block: billing metadata for Anthropic's servers, not an
+# instruction; its text changes with every release, which would defeat GigaChat's prompt cache.
+_ANTHROPIC_BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+def _anthropic_blocks(content: Any, where: str) -> List[Dict[str, Any]]:
+    _expect(content, (list,), where, "a string or an array of content blocks")
+    for j, block in enumerate(content):
+        _expect(block, (dict,), "%s[%d]" % (where, j), "a content block object")
+    return content
+
+
+def _anthropic_dropped(kind: Any) -> bool:
+    return kind in _ANTHROPIC_DROPPED_BLOCKS or (
+        isinstance(kind, str) and kind.endswith("_tool_result") and kind != "tool_result")
+
+
+def _anthropic_image_url(source: Any, where: str) -> str:
+    """An image block's source as the URL of a chat ``image_url`` part (the core checks it)."""
+    _expect(source, (dict,), where, "an object")
+    kind = source.get("type")
+    if kind == "base64":
+        media = _expect(source.get("media_type"), (str,), where + ".media_type", "a string")
+        return "data:%s;base64,%s" % (media, _expect(source.get("data"), (str,), where + ".data", "a string"))
+    if kind == "url":
+        return _expect(source.get("url"), (str,), where + ".url", "a string")
+    raise bad_request("%s.type must be base64 or url (got %r); files from Anthropic's Files API are not "
+                      "available through GigaChat" % (where, kind), where + ".type", "unsupported_content")
+
+
+def _anthropic_document(block: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
+    """A document block as chat parts: its title and context, then its text (or content blocks)."""
+    parts = [{"type": "text", "text": block[key]} for key in ("title", "context")
+             if isinstance(block.get(key), str) and block[key]]
+    source = _expect(block.get("source"), (dict,), where + ".source", "an object")
+    kind = source.get("type")
+    if kind == "text":
+        parts.append({"type": "text", "text": _expect(source.get("data"), (str,), where + ".source.data",
+                                                      "a string")})
+    elif kind == "content":
+        inner = source.get("content")
+        if isinstance(inner, str):
+            parts.append({"type": "text", "text": inner})
+        else:
+            for j, item in enumerate(_anthropic_blocks(inner, where + ".source.content")):
+                parts.extend(_anthropic_parts(item, "%s.source.content[%d]" % (where, j)))
+    else:
+        raise bad_request("%s.source.type %r is not supported: gigaproxy gives GigaChat text and images only, "
+                          "so send the document as text (a source of type text or content)" % (where, kind),
+                          where + ".source.type", "unsupported_content")
+    return parts
+
+
+def _anthropic_parts(block: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
+    """One content block (not tool_use / tool_result) as chat content parts; [] when dropped."""
+    kind = block.get("type")
+    if kind == "text":
+        return [{"type": "text", "text": _expect(block.get("text"), (str,), where + ".text", "a string")}]
+    if kind == "image":
+        return [{"type": "image_url", "image_url": {"url": _anthropic_image_url(block.get("source"),
+                                                                                   where + ".source")}}]
+    if kind == "document":
+        return _anthropic_document(block, where)
+    if kind == "search_result":
+        parts = [{"type": "text", "text": block[key]} for key in ("title", "source")
+                 if isinstance(block.get(key), str) and block[key]]
+        for j, item in enumerate(_anthropic_blocks(block.get("content", []), where + ".content")):
+            parts.extend(_anthropic_parts(item, "%s.content[%d]" % (where, j)))
+        return parts
+    if kind == "tool_reference":  # a client-side tool search loaded this deferred tool
+        name = _expect(block.get("tool_name"), (str,), where + ".tool_name", "a string")
+        return [{"type": "text", "text": "Tool %s is available." % name}]
+    if _anthropic_dropped(kind):
+        log.debug("Anthropic %s block at %s dropped: only Anthropic's servers can use it", kind, where)
+        return []
+    raise bad_request("%s.type %r is not a content block gigaproxy can pass to GigaChat here" % (where, kind),
+                      where + ".type", "unsupported_content")
+
+
+def _one_image_each(parts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Chat user messages holding ``parts`` in order, each with one image at most (GigaChat's rule)."""
+    messages = []  # type: List[Dict[str, Any]]
+    current = []  # type: List[Dict[str, Any]]
+    for part in parts:
+        if part["type"] == "image_url" and any(p["type"] == "image_url" for p in current):
+            messages.append({"role": "user", "content": current})
+            current = []
+        current.append(part)
+    if current or not messages:
+        messages.append({"role": "user", "content": current})
+    return messages
+
+
+def anthropic_tool_id(call_id: str) -> str:
+    """The Anthropic ``toolu_`` id for a chat tool call id (GigaChat's state id stays inside)."""
+    if call_id.startswith(_TOOL_CALL_ID_PREFIX):
+        return ANTHROPIC_TOOL_ID_PREFIX + call_id[len(_TOOL_CALL_ID_PREFIX):]
+    return call_id
+
+
+def _anthropic_tool_result(block: Dict[str, Any], where: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """A tool_result block as a chat tool message, and the image parts it carried (with a label)."""
+    tool_id = _expect(block.get("tool_use_id"), (str,), where + ".tool_use_id", "a string")
+    content = block.get("content")
+    parts = []  # type: List[Dict[str, Any]]
+    if isinstance(content, str):
+        parts.append({"type": "text", "text": content})
+    elif content is not None:
+        for j, item in enumerate(_anthropic_blocks(content, where + ".content")):
+            parts.extend(_anthropic_parts(item, "%s.content[%d]" % (where, j)))
+    text = "\n".join(p["text"] for p in parts if p["type"] == "text")
+    images = [p for p in parts if p["type"] == "image_url"]
+    if images:  # GigaChat takes images in user messages only: they follow the results
+        text += "%s[%d image(s) in the next message]" % ("\n" if text else "", len(images))
+    is_error = block.get("is_error")
+    if is_error is not None and _expect(is_error, (bool,), where + ".is_error", "a boolean"):
+        text = json.dumps({"error": text}, ensure_ascii=False)
+    labelled = []  # type: List[Dict[str, Any]]
+    for image in images:
+        labelled.extend([{"type": "text", "text": "[image from the result of %s]" % tool_id}, image])
+    return {"role": "tool", "tool_call_id": tool_id, "content": text}, labelled
+
+
+def _anthropic_user(content: Any, where: str) -> List[Dict[str, Any]]:
+    """A user turn as chat messages: its tool results first, then its text and images."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    results = []  # type: List[Dict[str, Any]]
+    result_parts = []  # type: List[Dict[str, Any]]
+    parts = []  # type: List[Dict[str, Any]]
+    for j, block in enumerate(_anthropic_blocks(content, where)):
+        bwhere = "%s[%d]" % (where, j)
+        if block.get("type") == "tool_result":
+            message, images = _anthropic_tool_result(block, bwhere)
+            results.append(message)
+            result_parts.extend(images)
+        elif block.get("type") == "tool_use":
+            raise bad_request("%s: tool_use blocks belong in assistant messages" % bwhere, bwhere + ".type",
+                              "unsupported_content")
+        else:
+            parts.extend(_anthropic_parts(block, bwhere))
+    if results and not (parts or result_parts):
+        return results
+    return results + _one_image_each(result_parts + parts)
+
+
+def _anthropic_assistant(content: Any, where: str) -> Dict[str, Any]:
+    """An assistant turn as one chat message: its text, and its tool_use blocks as tool_calls."""
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts = []  # type: List[Dict[str, Any]]
+    calls = []  # type: List[Dict[str, Any]]
+    for j, block in enumerate(_anthropic_blocks(content, where)):
+        bwhere = "%s[%d]" % (where, j)
+        kind = block.get("type")
+        if kind == "tool_use":
+            tool_id = _expect(block.get("id"), (str,), bwhere + ".id", "a string")
+            name = _expect(block.get("name"), (str,), bwhere + ".name", "a string")
+            arguments = _expect(block.get("input", {}), (dict,), bwhere + ".input", "an object")
+            calls.append({"id": tool_id, "type": "function",
+                          "function": {"name": name, "arguments": arguments}})
+        elif kind == "text" or _anthropic_dropped(kind):
+            texts.extend(_anthropic_parts(block, bwhere))
+        else:
+            raise bad_request("%s.type %r is not accepted in assistant messages (text, tool_use, thinking)"
+                              % (bwhere, kind), bwhere + ".type", "unsupported_content")
+    message = {"role": "assistant", "content": texts}  # type: Dict[str, Any]
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _anthropic_system(content: Any, where: str) -> List[str]:
+    """A system prompt (a string or text blocks) as its texts; Claude Code's billing block dropped."""
+    if isinstance(content, str):
+        return [content] if content else []
+    texts = []
+    for j, block in enumerate(_anthropic_blocks(content, where)):
+        bwhere = "%s[%d]" % (where, j)
+        if block.get("type") != "text":
+            raise bad_request("%s.type must be text (got %r)" % (bwhere, block.get("type")), bwhere + ".type",
+                              "unsupported_content")
+        text = _expect(block.get("text"), (str,), bwhere + ".text", "a string")
+        if text and not text.startswith(_ANTHROPIC_BILLING_HEADER):
+            texts.append(text)
+    return texts
+
+
+def _anthropic_tools(tools: Any) -> List[Dict[str, Any]]:
+    """Custom tools as chat function tools; Anthropic's own tools (a ``type`` of theirs) left out."""
+    _expect(tools, (list,), "tools", "an array")
+    out = []
+    for i, tool in enumerate(tools):
+        where = "tools[%d]" % i
+        _expect(tool, (dict,), where, "an object")
+        if tool.get("type") not in (None, "custom"):
+            log.debug("Anthropic tool %r (type %r) left out: it runs on Anthropic's servers or has no schema",
+                      tool.get("name"), tool.get("type"))
+            continue
+        name = _expect(tool.get("name"), (str,), where + ".name", "a string")
+        if not name:
+            raise bad_request("%s.name must not be empty" % where, where + ".name")
+        function = {"name": name}  # type: Dict[str, Any]
+        if tool.get("description") is not None:
+            function["description"] = _expect(tool["description"], (str,), where + ".description", "a string")
+        if tool.get("input_schema") is not None:
+            function["parameters"] = _expect(tool["input_schema"], (dict,), where + ".input_schema", "an object")
+        out.append({"type": "function", "function": function})  # defer_loading tools too: offered at once
+    return out
+
+
+def _anthropic_tool_choice(choice: Any, chat: Dict[str, Any]) -> None:
+    _expect(choice, (dict,), "tool_choice", "an object")
+    kind = choice.get("type")
+    if kind in ("auto", "none"):
+        chat["tool_choice"] = kind
+    elif kind == "any":
+        chat["tool_choice"] = "required"
+    elif kind == "tool":
+        name = _expect(choice.get("name"), (str,), "tool_choice.name", "a string")
+        chat["tool_choice"] = {"type": "function", "function": {"name": name}}
+    else:
+        raise bad_request("tool_choice.type must be auto, any, tool or none (got %r)" % (kind,), "tool_choice.type")
+    disable = choice.get("disable_parallel_tool_use")
+    if disable is not None:
+        chat["parallel_tool_calls"] = not _expect(disable, (bool,), "tool_choice.disable_parallel_tool_use",
+                                                  "a boolean")
+
+
+def _anthropic_stop_sequences(value: Any) -> List[str]:
+    # The chat core emulates stop sequences (GigaChat has none) and takes as many as OpenAI does.
+    _expect(value, (list,), "stop_sequences", "an array of strings")
+    if len(value) > MAX_STOP_SEQUENCES:
+        raise bad_request("stop_sequences takes at most %d sequences here (got %d): gigaproxy emulates them, "
+                          "GigaChat has none" % (MAX_STOP_SEQUENCES, len(value)), "stop_sequences")
+    for i, item in enumerate(value):
+        _expect(item, (str,), "stop_sequences[%d]" % i, "a string")
+    return value
+
+
+def _anthropic_effort(request: Dict[str, Any]) -> Optional[str]:
+    """The chat reasoning_effort for ``thinking`` and ``output_config.effort`` (None: GigaChat's default)."""
+    effort = None
+    config = request.get("output_config")
+    if config is not None and _expect(config, (dict,), "output_config", "an object").get("effort") is not None:
+        value = _expect(config["effort"], (str,), "output_config.effort", "a string")
+        if value not in ANTHROPIC_EFFORTS:
+            raise bad_request("output_config.effort must be low, medium, high or max (got %r)" % value,
+                              "output_config.effort")
+        effort = ANTHROPIC_EFFORTS[value]
+    thinking = request.get("thinking")
+    if thinking is None:
+        return effort
+    kind = _expect(thinking, (dict,), "thinking", "an object").get("type")
+    if kind == "disabled":
+        return "none"
+    if kind == "adaptive":
+        return effort
+    if kind != "enabled":
+        raise bad_request("thinking.type must be enabled, adaptive or disabled (got %r)" % (kind,), "thinking.type")
+    budget = _expect(thinking.get("budget_tokens"), (int,), "thinking.budget_tokens", "an integer")
+    if effort is not None:
+        return effort
+    for bound, name in ANTHROPIC_THINKING_BUDGETS:
+        if budget < bound:
+            return name
+    return "high"
+
+
+def anthropic_shows_thinking(request: Dict[str, Any]) -> bool:
+    """Whether the answer carries thinking blocks: thinking asked for, and not ``display: "omitted"``."""
+    thinking = request.get("thinking")
+    return (isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+            and thinking.get("display") != "omitted")
+
+
+def _anthropic_output_format(request: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Structured outputs (``output_config.format``, earlier ``output_format``) as a chat response_format."""
+    config = request.get("output_config")
+    spec = config.get("format") if isinstance(config, dict) else None
+    param = "output_config.format"
+    if spec is None:
+        spec, param = request.get("output_format"), "output_format"
+    if spec is None:
+        return None
+    _expect(spec, (dict,), param, "an object")
+    if spec.get("type") != "json_schema":
+        raise bad_request("%s.type must be json_schema (got %r)" % (param, spec.get("type")), param + ".type")
+    schema = _expect(spec.get("schema"), (dict,), param + ".schema", "an object")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
+def anthropic_to_chat(request: Any, require_max_tokens: bool = True) -> Dict[str, Any]:
+    """An Anthropic Messages request as an OpenAI chat request, for translate_chat_request.
+
+    ``system`` (a string or text blocks; Claude Code's billing block dropped) and every
+    ``role: "system"`` entry of ``messages`` (Claude Code sends them mid-conversation)
+    make one leading system message, the only one GigaChat takes.  A user turn's
+    ``tool_result`` blocks become tool messages (an error as ``{"error": text}``), its
+    text and images user messages (one image each: GigaChat's rule; a tool result's
+    images follow the results); an assistant turn's ``tool_use`` blocks become its
+    tool_calls (several: the core's parallel calls); thinking blocks are dropped.  Tools of a ``type`` other than custom are left out;
+    ``max_tokens`` (required unless ``require_max_tokens`` is false, as for count_tokens)
+    is clamped to what GigaChat takes; ``thinking`` and ``output_config.effort`` become
+    ``reasoning_effort``; ``top_k``, ``metadata``, ``service_tier``, ``container``,
+    ``context_management`` and unknown fields are ignored.  The model name is left for
+    the core to resolve.  A streamed request asks for usage, which message_delta reports.
+    """
+    _expect(request, (dict,), "body", "a JSON object")
+    chat = {key: request[key] for key in ("model", "temperature", "top_p", "stream") if key in request}
+    source = _expect(request.get("messages"), (list,), "messages", "an array of messages")
+    if not source:
+        raise bad_request("messages must contain at least one message", "messages", "empty_array")
+    system = _anthropic_system(request["system"], "system") if request.get("system") is not None else []
+    messages = []  # type: List[Dict[str, Any]]
+    for i, message in enumerate(source):
+        where = "messages[%d]" % i
+        role = _expect(message, (dict,), where, "a message object").get("role")
+        content = message.get("content")
+        if role == "system":  # GigaChat takes one system message, first: these join it
+            system.extend(_anthropic_system(content, where + ".content"))
+        elif role == "user":
+            messages.extend(_anthropic_user(content, where + ".content"))
+        elif role == "assistant":
+            messages.append(_anthropic_assistant(content, where + ".content"))
+        else:
+            raise bad_request("%s.role must be user or assistant (got %r)" % (where, role), where + ".role",
+                              "invalid_role")
+    chat["messages"] = ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + messages
+
+    max_tokens = request.get("max_tokens")
+    if max_tokens is None and require_max_tokens:
+        raise bad_request("max_tokens is required", "max_tokens", "missing_required_field")
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+        chat["max_tokens"] = min(max_tokens, MAX_TOKENS_LIMIT)  # Claude Code asks for 32000; huge is not wrong
+    elif max_tokens is not None:
+        chat["max_tokens"] = max_tokens  # the core names what is wrong with it
+    if request.get("stop_sequences") is not None:
+        chat["stop"] = _anthropic_stop_sequences(request["stop_sequences"])
+    if request.get("tools") is not None:
+        chat["tools"] = _anthropic_tools(request["tools"])
+    if request.get("tool_choice") is not None:
+        _anthropic_tool_choice(request["tool_choice"], chat)
+    effort = _anthropic_effort(request)
+    if effort is not None:
+        chat["reasoning_effort"] = effort
+    output_format = _anthropic_output_format(request)
+    if output_format is not None:
+        chat["response_format"] = output_format
+    if request.get("stream") is True:
+        chat["stream_options"] = {"include_usage": True}
+    return chat
+
+
+def anthropic_usage(usage: Any) -> Dict[str, int]:
+    """Chat usage as Anthropic's (GigaChat reports no cache writes, and cached reads are not separable)."""
+    usage = usage if isinstance(usage, dict) else {}
+    return {"input_tokens": usage.get("prompt_tokens") or 0, "output_tokens": usage.get("completion_tokens") or 0,
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def _anthropic_stop(finish_reason: Any, stop_sequence: Any) -> Tuple[str, Optional[str]]:
+    """(stop_reason, stop_sequence) for a chat choice's finish_reason and matched stop sequence."""
+    if isinstance(stop_sequence, str):
+        return "stop_sequence", stop_sequence
+    return ANTHROPIC_STOP_REASONS.get(finish_reason, "end_turn"), None
+
+
+def _anthropic_tool_input(arguments: Any) -> Dict[str, Any]:
+    try:
+        value = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ProxyError(502, "GigaChat returned tool arguments that are not a JSON object", "api_error",
+                         "upstream_bad_response")
+    return value
+
+
+def chat_to_anthropic(chat: Dict[str, Any], model: str, message_id: str,
+                      show_thinking: bool = True) -> Dict[str, Any]:
+    """A ``chat.completion`` (from to_openai_response) as an Anthropic ``message``.
+
+    Blocks in Anthropic's order: thinking (when GigaChat reasoned and ``show_thinking``),
+    text, tool_use (ids ``toolu_`` + what follows ``call_``, so GigaChat's state id comes
+    back with the tool_result).  ``model`` is the name the client asked for.
+    """
+    choice = chat["choices"][0]
+    message = choice.get("message") or {}
+    content = []  # type: List[Dict[str, Any]]
+    reasoning = message.get("reasoning_content")
+    if show_thinking and isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ANTHROPIC_THINKING_SIGNATURE})
+    if isinstance(message.get("content"), str) and message["content"]:
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or []:
+        content.append({"type": "tool_use", "id": anthropic_tool_id(call["id"]), "name": call["function"]["name"],
+                        "input": _anthropic_tool_input(call["function"].get("arguments"))})
+    stop_reason, stop_sequence = _anthropic_stop(choice.get("finish_reason"), choice.get("stop_reason"))
+    return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
+            "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": anthropic_usage(chat.get("usage"))}
+
+
+class AnthropicStream(ChatStream):
+    """The Anthropic stream adapter (see ChatStream): chat.completion.chunk dicts in,
+    Anthropic's named events out.
+
+    Each method returns ``(event name, data)`` pairs to write now; ``encode()`` writes
+    each with its ``event:`` line.  The order is the official one: ``message_start``;
+    for each content block ``content_block_start``, its deltas (``thinking_delta`` then
+    ``signature_delta``, ``text_delta``, ``input_json_delta`` pieces that concatenate to
+    the tool input), ``content_block_stop``; then ``message_delta`` (stop_reason,
+    stop_sequence, usage) and ``message_stop``.  A block closes when a delta of another
+    kind (or another tool call) arrives, so blocks never interleave.  ``start()`` may be
+    called early (the first ``feed()`` calls it otherwise); ``ping()`` keeps a quiet
+    stream alive; ``finish()`` closes after the last chunk (the usage chunk included);
+    ``fail()`` reports a failure after the stream began (``event: error``) and ends it.
+    GigaChat reports usage only at the end, so ``message_start`` carries
+    ``input_tokens`` as given (0 unless counted) and ``message_delta`` the real numbers.
+    """
+
+    def __init__(self, model: str, message_id: str, show_thinking: bool = True, input_tokens: int = 0) -> None:
+        self.model = model
+        self.message_id = message_id
+        self.show_thinking = show_thinking
+        self.input_tokens = input_tokens
+        self.stop_reason = None  # type: Optional[str]
+        self.stop_sequence = None  # type: Optional[str]
+        self.usage = None  # type: Optional[Dict[str, Any]]
+        self._started = False
+        self._closed = False
+        self._index = -1  # the content block index last opened
+        self._block = None  # type: Optional[str]  # the open block's type
+        self._call = None  # type: Any  # the chat index of the tool call in the open block
+
+    def start(self) -> List[Tuple[str, Any]]:
+        if self._started:
+            return []
+        self._started = True
+        usage = {"input_tokens": self.input_tokens, "output_tokens": 0, "cache_creation_input_tokens": 0,
+                 "cache_read_input_tokens": 0}
+        return [("message_start", {"type": "message_start", "message": {
+            "id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": usage}})]
+
+    def ping(self) -> List[Tuple[str, Any]]:
+        return [] if self._closed else self.start() + [("ping", {"type": "ping"})]
+
+    def _close_block(self) -> List[Tuple[str, Any]]:
+        if self._block is None:
+            return []
+        events = []  # type: List[Tuple[str, Any]]
+        if self._block == "thinking":
+            events.append(self._delta({"type": "signature_delta", "signature": ANTHROPIC_THINKING_SIGNATURE}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
+        self._block = self._call = None
+        return events
+
+    def _open_block(self, block: Dict[str, Any]) -> List[Tuple[str, Any]]:
+        events = self._close_block()
+        self._index += 1
+        self._block = block["type"]
+        events.append(("content_block_start", {"type": "content_block_start", "index": self._index,
+                                               "content_block": block}))
+        return events
+
+    def _delta(self, delta: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        return ("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})
+
+    def feed(self, chunk: Dict[str, Any]) -> List[Tuple[str, Any]]:
+        if self._closed:
+            return []
+        events = self.start()
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content")
+            if self.show_thinking and isinstance(reasoning, str) and reasoning:
+                if self._block != "thinking":
+                    events += self._open_block({"type": "thinking", "thinking": "", "signature": ""})
+                events.append(self._delta({"type": "thinking_delta", "thinking": reasoning}))
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if self._block != "text":
+                    events += self._open_block({"type": "text", "text": ""})
+                events.append(self._delta({"type": "text_delta", "text": text}))
+            for call in delta.get("tool_calls") or []:
+                function = call.get("function") or {}
+                if self._block != "tool_use" or call.get("index", 0) != self._call:
+                    tool_id = call.get("id") or "%s_%d" % (self.message_id, self._index + 1)  # not from us
+                    events += self._open_block({"type": "tool_use", "id": anthropic_tool_id(tool_id),
+                                                "name": function.get("name") or "", "input": {}})
+                    self._call = call.get("index", 0)
+                if function.get("arguments"):
+                    events.append(self._delta({"type": "input_json_delta", "partial_json": function["arguments"]}))
+            if choice.get("finish_reason"):
+                self.stop_reason, self.stop_sequence = _anthropic_stop(choice["finish_reason"],
+                                                                       choice.get("stop_reason"))
+        return events
+
+    def finish(self) -> List[Tuple[str, Any]]:
+        if self._closed:
+            return []
+        events = self.start() + self._close_block()
+        self._closed = True
+        usage = anthropic_usage(self.usage)
+        if self.usage is None:
+            del usage["input_tokens"]  # not known: message_start's number stands
+        events.append(("message_delta", {"type": "message_delta", "delta": {
+            "stop_reason": self.stop_reason or "end_turn", "stop_sequence": self.stop_sequence}, "usage": usage}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events
+
+    def fail(self, error: ProxyError) -> List[Tuple[str, Any]]:
+        if self._closed:
+            return []
+        self._closed = True
+        return [("error", anthropic_error(error)[1])]
+
+
+def anthropic_error(exc: ProxyError) -> Tuple[int, Dict[str, Any]]:
+    """The HTTP status and Anthropic error body for a ProxyError (GigaChat's 503 is a 529)."""
+    status = 529 if exc.status == 503 else exc.status
+    kind = ANTHROPIC_ERROR_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
+    return status, {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
+def anthropic_model(model: Dict[str, Any]) -> Dict[str, Any]:
+    """One model (``id``, ``created`` Unix time as the proxy lists it) in Anthropic's shape."""
+    created = model.get("created") if isinstance(model.get("created"), int) else 0
+    return {"type": "model", "id": model["id"], "display_name": model["id"],
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)), "lifecycle": "active"}
+
+
+def anthropic_models_list(models: List[Dict[str, Any]], limit: Any = None, after_id: Any = None,
+                          before_id: Any = None) -> Dict[str, Any]:
+    """Anthropic's model list page: all models unless ``limit`` (1..1000, as text or a number) is given."""
+    items = [anthropic_model(m) for m in models]
+    ids = [item["id"] for item in items]
+    for param, value in (("after_id", after_id), ("before_id", before_id)):
+        if value is not None and value not in ids:
+            raise ProxyError(404, "%s %r is not a listed model" % (param, value), "invalid_request_error",
+                             "model_not_found", param)
+    start = ids.index(after_id) + 1 if after_id is not None else 0
+    items = items[start:ids.index(before_id)] if before_id is not None else items[start:]
+    has_more = False
+    if limit is not None:
+        text = str(limit) if isinstance(limit, int) and not isinstance(limit, bool) else limit
+        if not (isinstance(text, str) and _DIGITS.match(text) and 1 <= int(text) <= 1000):
+            raise bad_request("limit must be a whole number from 1 to 1000", "limit")
+        count = int(text)
+        has_more = len(items) > count
+        items = items[-count:] if before_id is not None else items[:count]  # the page next to before_id
+    return {"data": items, "has_more": has_more, "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None}
+
+
+def gigachat_texts(body: Dict[str, Any]) -> List[str]:
+    """The texts of a GigaChat chat body that use up context: messages, function calls, functions."""
+    texts = []
+    for message in body.get("messages", []):
+        if message.get("content"):
+            texts.append(message["content"])
+        if message.get("function_call"):
+            texts.append(json.dumps(message["function_call"], ensure_ascii=False))
+    if body.get("functions"):
+        texts.append(json.dumps(body["functions"], ensure_ascii=False))
+    return texts
+
+
+def anthropic_count_input(request: Any, default_model: str = DEFAULT_MODEL, known_models: Tuple[str, ...] = (),
+                          structured_output: str = "function", model_map: Tuple[Tuple[str, str], ...] = (),
+                          ) -> Tuple[str, List[str]]:
+    """A count_tokens request as (GigaChat model, texts for GigaChat's /tokens/count)."""
+    chat = anthropic_to_chat(request, require_max_tokens=False)
+    chat.pop("stream", None)
+    chat.pop("stream_options", None)
+    body, _ = translate_chat_request(chat, default_model, known_models, structured_output, model_map)
+    return body["model"], gigachat_texts(body)
+
+
+def count_tokens_total(answer: Any) -> int:
+    """The tokens in a GigaChat /tokens/count answer (one entry per text), summed."""
+    if not isinstance(answer, list) or not all(isinstance(item, dict) and isinstance(item.get("tokens"), int)
+                                               for item in answer):
+        raise ProxyError(502, "GigaChat's token count has an unexpected shape", "api_error", "upstream_bad_response")
+    return sum(item["tokens"] for item in answer)
+
+
+def estimate_tokens(texts: List[str]) -> int:
+    """A rough token count (four characters a token) for when GigaChat cannot count."""
+    return sum((len(text) + 3) // 4 for text in texts)
 
 
 # ==== HTTP handler ====

@@ -693,7 +693,8 @@ def test_request_model_resolution() -> None:
     ("call_Xy12AbCdEf34GhIjKl56MnOp", None),   # an OpenAI id
     ("call_0123456789abcdef01234567", None),   # 24 hex digits (LiteLLM's style)
     ("call_", None),
-    ("toolu_" + STATE_A, None),                 # an Anthropic id
+    ("toolu_" + STATE_A, STATE_A),              # the Anthropic dialect's form of the same id
+    ("toolu_01A09q90qw90lq917835lq9", None),    # an id Anthropic issued
     (STATE_A, None),                            # no prefix: not one we issued
     ("", None),
     (None, None),
