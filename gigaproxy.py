@@ -4004,6 +4004,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._model = self._served_by = self._upstream_id = "-"
         self._stream_outcome = None  # type: Optional[str]
         self._errors = openai_error  # type: Callable[[ProxyError], Tuple[int, Dict[str, Any], Dict[str, str]]]
+        self._response_headers = {}  # type: Dict[str, str]  # a dialect's headers on every answer (request-id)
         try:
             super().handle_one_request()
         except _ClientGone:  # went away before an answer to a bad head (or a 413 to Expect) was out
@@ -4112,6 +4113,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _send_body(self, status: int, data: bytes, content_type: str, headers: Optional[Dict[str, str]] = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in self._response_headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -4170,6 +4173,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._linger = 0  # body bytes to read and discard after an early answer
         path = urllib.parse.urlsplit(self.path).path
         self.server.request_started()
+        self._errors = ROUTE_ERRORS.get(_route_key(path), openai_error)  # even a refused key: in the route's dialect
         try:
             self.set_socket_timeout(CLIENT_WRITE_TIMEOUT)  # for writing; body reads re-arm it
             self._check_api_key(path)
@@ -4250,11 +4254,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # -- routing ------------------------------------------------------------------------
 
     def _route(self, path: str) -> Tuple[Callable[..., None], Tuple[Any, ...]]:
-        if path == "/v1" or path.startswith("/v1/"):
-            path = path[3:]
-        if len(path) > 1:
-            path = path.rstrip("/")
-        path = path or "/"
+        path = _route_key(path)
         method = "GET" if self.command == "HEAD" else self.command
         if path.startswith("/models/") and len(path) > len("/models/"):
             allowed = {"GET": self._model_info}  # type: Dict[str, Callable[..., None]]
@@ -4268,7 +4268,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not allowed:
             self._discard_body()
             raise ProxyError(404, "no route %s %s; gigaproxy serves /v1/chat/completions, /v1/completions, "
-                             "/v1/embeddings, /v1/models, /health"
+                             "/v1/embeddings, /v1/models, /v1/messages, /health"
                              % (self.command, _printable(path, 100)), "invalid_request_error", "not_found")
         if method not in allowed:
             self._discard_body()
@@ -4412,6 +4412,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send_json(200, {"status": "ok", "version": __version__})
 
     def _list_models(self) -> None:
+        if self.headers.get("anthropic-version"):  # Claude Code's model picker asks in Anthropic's shape
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            self._errors = anthropic_http_error
+            self._send_json(200, anthropic_models_list(self._model_objects(), *[(query.get(name) or [None])[0]
+                                                                               for name in ("limit", "after_id",
+                                                                                            "before_id")]))
+            return
         self._send_json(200, {"object": "list", "data": self._model_objects()})
 
     def _model_info(self, model_id: str) -> None:
@@ -4466,18 +4473,46 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _completions(self) -> None:
         chats, legacy = completion_to_chat(self._read_json())
         self._serve_chat(chats, lambda response, n: to_completion_answer(response, legacy, n),
-                         lambda: CompletionStream(legacy))
+                         lambda model: CompletionStream(legacy))
+
+    def _anthropic_messages(self) -> None:
+        """Anthropic Messages (Claude Code, the anthropic SDK) through the chat core."""
+        request = self._read_json()
+        message_id = "msg_" + os.urandom(12).hex()
+        self._response_headers["request-id"] = "req_" + message_id[4:]
+        thinking = anthropic_shows_thinking(request)
+        self._serve_chat([anthropic_to_chat(request)],
+                         lambda response, n: chat_to_anthropic(response, response["model"], message_id, thinking),
+                         lambda model: AnthropicStream(model, message_id, thinking))
+
+    def _anthropic_count_tokens(self) -> None:
+        """``{"input_tokens": n}`` for the translated request, counted by GigaChat (estimated if it cannot)."""
+        request = self._read_json()
+        config = self.server.config
+        self._response_headers["request-id"] = "req_" + os.urandom(12).hex()
+        model, texts = anthropic_count_input(request, config.model, self.server.upstream.known_model_ids(),
+                                             config.structured_output, config.model_map)
+        self._model = model
+        try:
+            answer, exchange = self.server.upstream.call("POST", "/tokens/count", {"model": model, "input": texts},
+                                                         self._forwarded_headers())
+            self._upstream_id = exchange.header("x-request-id") or "-"
+            count = count_tokens_total(answer)
+        except ProxyError as exc:
+            count = estimate_tokens(texts)
+            log.debug("count_tokens: GigaChat could not count (%s); estimated %d tokens", exc.message, count)
+        self._send_json(200, {"input_tokens": count})
 
     def _serve_chat(self, requests: List[Dict[str, Any]],
                     respond: Optional[Callable[[Dict[str, Any], int], Dict[str, Any]]] = None,
-                    stream: Callable[[], Any] = ChatStream) -> None:
+                    stream: Callable[[str], Any] = lambda model: ChatStream()) -> None:
         """Answer chat requests through the chat core, in a dialect's shapes.
 
         The core resolves the model, translates, uploads images, calls GigaChat (``n``
         times, or once per prompt of a legacy completion) and translates the answer back
         into a ``chat.completion``; ``respond(answer, n)`` turns that into the dialect's
-        body (default: as it is), and ``stream()`` makes the dialect's stream adapter
-        (see ChatStream) for a streamed answer.
+        body (default: as it is), and ``stream(model)`` makes the dialect's stream adapter
+        (see ChatStream) for a streamed answer (``model``: the name the client asked for).
         """
         upstream = self.server.upstream
         config = self.server.config
@@ -4497,7 +4532,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if giga.get("stream"):
             options = requests[0].get("stream_options") or {}
             translator = StreamTranslator(client_model, completion_id, created, bool(options.get("include_usage")), plan)
-            self._stream_chat(giga, headers, translator, stream())
+            self._stream_chat(giga, headers, translator, stream(client_model))
             return
         calls = [(body, call_plan) for body, call_plan in translated for _ in range(call_plan.n)]
         answers = self._call_all([body for body, _ in calls], headers)
@@ -4608,6 +4643,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.send_header("X-Accel-Buffering", "no")
+            for name, value in self._response_headers.items():
+                self.send_header(name, value)
             self._headers_buffer.append(b"\r\n")  # end_headers() without its flush: the head leaves with the first event
             self._stream_started = True
             try:
@@ -4663,6 +4700,21 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 # Request media types read as JSON: curl -d sends form-urlencoded unless told otherwise.
 JSON_MEDIA_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 
+def _route_key(path: str) -> str:
+    """A request path as ROUTES knows it: without one ``/v1`` prefix or a trailing slash."""
+    if path == "/v1" or path.startswith("/v1/"):
+        path = path[3:]
+    if len(path) > 1:
+        path = path.rstrip("/")
+    return path or "/"
+
+
+def anthropic_http_error(exc: ProxyError) -> Tuple[int, Dict[str, Any], Dict[str, str]]:
+    """An error on an Anthropic route: Anthropic's envelope and status (see anthropic_error)."""
+    status, body = anthropic_error(exc)
+    return status, body, exc.headers
+
+
 def _model_object(model_id: str, kind: str, owned_by: str, served_by: str, created: Any = 0) -> Dict[str, Any]:
     """One entry of the model list (OpenAI's shape, plus its type and the GigaChat model that serves it)."""
     return {"id": model_id, "object": "model", "created": created if isinstance(created, int) else 0,
@@ -4673,6 +4725,11 @@ ROUTES = {
     "/": {"GET": "_root"},
     "/health": {"GET": "_health"},
     "/metrics": {"GET": "_metrics"},
+    "/api/hello": {"GET": "_health"},  # Claude Code's connectivity probe (HEAD)
+    "/messages": {"POST": "_anthropic_messages"},
+    "/v1/messages": {"POST": "_anthropic_messages"},  # a base URL given with /v1 by mistake
+    "/messages/count_tokens": {"POST": "_anthropic_count_tokens"},
+    "/v1/messages/count_tokens": {"POST": "_anthropic_count_tokens"},
     "/models": {"GET": "_list_models"},
     "/chat/completions": {"POST": "_chat_completions"},
     "/completions": {"POST": "_completions"},
@@ -4680,6 +4737,12 @@ ROUTES = {
     "/balance": {"GET": "_balance"},
     "/tokens/count": {"POST": "_tokens_count"},
 }  # type: Dict[str, Dict[str, str]]
+
+# Routes of other dialects, whose errors (a refused key included) are written in the dialect's envelope.
+ROUTE_ERRORS = {
+    "/messages": anthropic_http_error, "/v1/messages": anthropic_http_error,
+    "/messages/count_tokens": anthropic_http_error, "/v1/messages/count_tokens": anthropic_http_error,
+}  # type: Dict[str, Callable[[ProxyError], Tuple[int, Dict[str, Any], Dict[str, str]]]]
 
 
 # ==== Server & CLI ====
