@@ -3970,6 +3970,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._input = self.rfile  # the buffered socket reader; each request reads through a _DeadlineReader
         self.socket_timeout = None  # type: Optional[float]  # what the connection's timeout is set to
         self._answered = 0  # requests answered on this connection
+        self._new_request()
+
+    def _new_request(self) -> None:
+        """What one request's answer, access line and metrics are made of, reset."""
+        self._started = time.monotonic()
+        self._status = 0  # what the access line and the metrics report; set as each answer starts
+        self._route_name = "-"
+        self._model = self._served_by = self._upstream_id = "-"
+        self._stream_outcome = None  # type: Optional[str]
+        self._errors = openai_error  # type: Callable[[ProxyError], Tuple[int, Dict[str, Any], Dict[str, str]]]
+        self._response_headers = {}  # type: Dict[str, str]  # a dialect's headers on every answer (request-id)
 
     def finish(self) -> None:
         self.rfile = self._input  # so that socketserver closes the real reader
@@ -3998,13 +4009,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._body = _DeadlineReader(self._input, self, time.monotonic() + config.client_timeout)
         # A head that arrived whole is read straight from the buffer; one still coming, under the deadline.
         self.rfile = self._input if b"\r\n\r\n" in arrived else self._body
-        self._started = time.monotonic()
-        self._status = 0  # what the access line and the metrics report; set as each answer starts
-        self._route_name = "-"
-        self._model = self._served_by = self._upstream_id = "-"
-        self._stream_outcome = None  # type: Optional[str]
-        self._errors = openai_error  # type: Callable[[ProxyError], Tuple[int, Dict[str, Any], Dict[str, str]]]
-        self._response_headers = {}  # type: Dict[str, str]  # a dialect's headers on every answer (request-id)
+        self._new_request()
         try:
             super().handle_one_request()
         except _ClientGone:  # went away before an answer to a bad head (or a 413 to Expect) was out
