@@ -434,29 +434,38 @@ def load_config(
     args: Optional[argparse.Namespace] = None,
     environ: Optional[Mapping[str, str]] = None,
     cwd: Optional[str] = None,
+    sources: Optional[Dict[str, str]] = None,
 ) -> Config:
     """Build the Config from parsed flags, an environment mapping and the env file.
 
     ``environ`` defaults to ``os.environ``; ``cwd`` is where ``.env`` is looked for.
+    ``sources``, if given, is filled with where each variable that was set came from:
+    ``{"GIGACHAT_SCOPE": "env", "GIGAPROXY_PORT": "flag --port", "GIGACHAT_MODEL":
+    "env file .env", ...}``; a variable missing from it has its default (``--check``).
     Raises ConfigError (one line, naming the variable to fix) on bad or missing settings.
     """
     if args is None:
         args = build_parser().parse_args([])
     env = dict(os.environ if environ is None else environ)
+    if sources is None:
+        sources = {}
 
     env_file = args.env_file or env.get("GIGAPROXY_ENV_FILE")
     explicit = bool(env_file)
+    if explicit:
+        sources["GIGAPROXY_ENV_FILE"] = "flag --env-file" if args.env_file else "env"
     env_file = env_file or DEFAULT_ENV_FILE
     if cwd and not os.path.isabs(env_file):
         env_file = os.path.join(cwd, env_file)
     file_values = _read_env_file(env_file, explicit)
 
     def get(name: str, default: Optional[str] = None) -> Optional[str]:
-        value = env.get(name)
+        value, where = env.get(name), "env"
         if value is None or value == "":
-            value = file_values.get(name)
+            value, where = file_values.get(name), "env file " + env_file
         if value is None or value == "":
             return default
+        sources[name] = where
         return value
 
     credentials = get("GIGACHAT_CREDENTIALS")
@@ -531,6 +540,10 @@ def load_config(
     if args.workers is not None:
         env["GIGAPROXY_WORKERS"] = str(args.workers)  # the flag wins; checked like the variable
     workers = whole("GIGAPROXY_WORKERS", 1, 1, 256)
+    for name, flag in (("GIGAPROXY_WORKERS", "workers"), ("GIGAPROXY_HOST", "host"), ("GIGAPROXY_PORT", "port"),
+                       ("GIGAPROXY_LOG_LEVEL", "log_level")):
+        if getattr(args, flag) not in (None, ""):
+            sources[name] = "flag --" + flag.replace("_", "-")
     host = args.host or get("GIGAPROXY_HOST", DEFAULT_HOST) or DEFAULT_HOST
     port_text = str(args.port) if args.port is not None else get("GIGAPROXY_PORT", str(DEFAULT_PORT))
     try:
