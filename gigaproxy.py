@@ -4741,6 +4741,7 @@ def run_checks(config: Config, sources: Optional[Mapping[str, str]] = None, out:
         return report.summary()
 
     config = config._replace(max_retries=0, timeout=min(config.timeout, CHECK_TIMEOUT),
+                             connect_timeout=min(config.connect_timeout, CHECK_TIMEOUT),
                              total_timeout=min(config.total_timeout, CHECK_TIMEOUT))
     seen_proxy = []  # type: List[bool]
     contexts = {False: auth_context, True: api_context} if config.verify_ssl else {}
