@@ -11,6 +11,7 @@ Usage::
     export GIGACHAT_CREDENTIALS=<authorization key from the Sber cabinet>
     python gigaproxy.py                  # serves http://127.0.0.1:4000/v1
     python gigaproxy.py --help           # every option, its default and env variable
+    python gigaproxy.py --check          # settings, DNS, proxy, TLS, token, models, one chat: then exit
 
 Configuration (command-line flag > environment > env file > default):
 
@@ -440,29 +441,38 @@ def load_config(
     args: Optional[argparse.Namespace] = None,
     environ: Optional[Mapping[str, str]] = None,
     cwd: Optional[str] = None,
+    sources: Optional[Dict[str, str]] = None,
 ) -> Config:
     """Build the Config from parsed flags, an environment mapping and the env file.
 
     ``environ`` defaults to ``os.environ``; ``cwd`` is where ``.env`` is looked for.
+    ``sources``, if given, is filled with where each variable that was set came from:
+    ``{"GIGACHAT_SCOPE": "env", "GIGAPROXY_PORT": "flag --port", "GIGACHAT_MODEL":
+    "env file .env", ...}``; a variable missing from it has its default (``--check``).
     Raises ConfigError (one line, naming the variable to fix) on bad or missing settings.
     """
     if args is None:
         args = build_parser().parse_args([])
     env = dict(os.environ if environ is None else environ)
+    if sources is None:
+        sources = {}
 
     env_file = args.env_file or env.get("GIGAPROXY_ENV_FILE")
     explicit = bool(env_file)
+    if explicit:
+        sources["GIGAPROXY_ENV_FILE"] = "flag --env-file" if args.env_file else "env"
     env_file = env_file or DEFAULT_ENV_FILE
     if cwd and not os.path.isabs(env_file):
         env_file = os.path.join(cwd, env_file)
     file_values = _read_env_file(env_file, explicit)
 
     def get(name: str, default: Optional[str] = None) -> Optional[str]:
-        value = env.get(name)
+        value, where = env.get(name), "env"
         if value is None or value == "":
-            value = file_values.get(name)
+            value, where = file_values.get(name), "env file " + env_file
         if value is None or value == "":
             return default
+        sources[name] = where
         return value
 
     credentials = get("GIGACHAT_CREDENTIALS")
@@ -537,6 +547,10 @@ def load_config(
     if args.workers is not None:
         env["GIGAPROXY_WORKERS"] = str(args.workers)  # the flag wins; checked like the variable
     workers = whole("GIGAPROXY_WORKERS", 1, 1, 256)
+    for name, flag in (("GIGAPROXY_WORKERS", "workers"), ("GIGAPROXY_HOST", "host"), ("GIGAPROXY_PORT", "port"),
+                       ("GIGAPROXY_LOG_LEVEL", "log_level")):
+        if getattr(args, flag) not in (None, ""):
+            sources[name] = "flag --" + flag.replace("_", "-")
     host = args.host or get("GIGAPROXY_HOST", DEFAULT_HOST) or DEFAULT_HOST
     port_text = str(args.port) if args.port is not None else get("GIGAPROXY_PORT", str(DEFAULT_PORT))
     try:
@@ -5078,6 +5092,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log verbosity (env GIGAPROXY_LOG_LEVEL, default %s)" % DEFAULT_LOG_LEVEL)
     parser.add_argument("--workers", type=int, metavar="N",
                         help="processes sharing the port, Linux only (env GIGAPROXY_WORKERS, default 1)")
+    parser.add_argument("--check", action="store_true",
+                        help="do not serve: check the settings, DNS, proxy, TLS, the token, the model list and one "
+                        "tiny chat, one line each; exit 0 if all pass, 1 otherwise")
     parser.add_argument("--version", action="version", version="gigaproxy " + __version__)
     return parser
 
@@ -5119,6 +5136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad flag (argparse printed why)
         return exc.code if isinstance(exc.code, int) else 2
+    if args.check:
+        return _check_command(args)
     try:
         config = load_config(args)
         _configure_logging(config)
@@ -5239,6 +5258,605 @@ def _signal_quietly(pid: int, signum: int) -> None:
     except OSError:
         pass
 
+
+# ---- python gigaproxy.py --check: the doctor ----------------------------------------
+# One line per check: a mark (passed, failed, or not tried because a check it needs
+# failed), a name and what was found; a failure adds its likely cause and the setting
+# that fixes it.  The checks run on the server's own pieces (build_ssl_context,
+# Transport and its CONNECT tunnel, TokenManager, Upstream), so what passes here is
+# what the server will do.  Nothing is served and no secret is printed: every line is
+# scrubbed of the configured secrets and the token before it is written.
+
+CHECK_TIMEOUT = 60.0  # seconds --check waits for any one GigaChat answer (the chat included)
+CHECK_PROMPT = "Reply with one word: OK"
+
+# (variable, Config field, listed even at its default); the rest are listed when set.
+_CHECK_SETTINGS = (
+    ("GIGACHAT_CREDENTIALS", "credentials", False),
+    ("GIGACHAT_USER", "user", False),
+    ("GIGACHAT_PASSWORD", "password", False),
+    ("GIGACHAT_ACCESS_TOKEN", "access_token", False),
+    ("GIGACHAT_SCOPE", "scope", True),
+    ("GIGACHAT_AUTH_URL", "auth_url", True),
+    ("GIGACHAT_BASE_URL", "base_url", True),
+    ("GIGACHAT_MODEL", "model", True),
+    ("GIGACHAT_CA_BUNDLE_FILE", "ca_bundle_file", True),
+    ("GIGACHAT_VERIFY_SSL_CERTS", "verify_ssl", True),
+    ("GIGACHAT_CERT_FILE", "cert_file", False),
+    ("GIGACHAT_KEY_FILE", "key_file", False),
+    ("GIGACHAT_KEY_FILE_PASSWORD", "key_file_password", False),
+    ("HTTPS_PROXY", "https_proxy", True),
+    ("NO_PROXY", "no_proxy", False),
+    ("GIGACHAT_TIMEOUT", "timeout", False),
+    ("GIGAPROXY_CONNECT_TIMEOUT", "connect_timeout", False),
+    ("GIGAPROXY_TOTAL_TIMEOUT", "total_timeout", False),
+    ("GIGAPROXY_MAX_RETRIES", "max_retries", False),
+    ("GIGAPROXY_RETRY_BACKOFF", "retry_backoff", False),
+    ("GIGAPROXY_HOST", "host", True),
+    ("GIGAPROXY_PORT", "port", True),
+    ("GIGAPROXY_API_KEY", "api_key", True),
+    ("GIGAPROXY_ALLOW_UNAUTHENTICATED", "allow_unauthenticated", False),
+    ("GIGAPROXY_LOG_LEVEL", "log_level", False),
+    ("GIGAPROXY_WORKERS", "workers", False),
+    ("GIGAPROXY_MAX_CONCURRENCY", "max_concurrency", False),
+    ("GIGAPROXY_CLIENT_TIMEOUT", "client_timeout", False),
+    ("GIGAPROXY_MAX_BODY_MB", "max_body_bytes", False),
+    ("GIGAPROXY_SHUTDOWN_GRACE", "shutdown_grace", False),
+    ("GIGAPROXY_STRUCTURED_OUTPUT", "structured_output", False),
+    ("GIGAPROXY_EMBEDDINGS_MODEL", "embeddings_model", False),
+    ("GIGAPROXY_ALLOW_IMAGE_URLS", "allow_image_urls", False),
+)
+_CHECK_ALIASES = {"GIGACHAT_CREDENTIALS": "GIGACHAT_AUTH_KEY", "HTTPS_PROXY": "https_proxy", "NO_PROXY": "no_proxy"}
+_SECRET_FIELDS = ("credentials", "password", "access_token", "key_file_password", "api_key")
+
+# OpenSSL verify codes (X509_V_ERR_*), stable across OpenSSL 1.1 and 3.x.
+_TLS_UNKNOWN_ISSUER = (2, 18, 19, 20, 21)  # no trusted root for the chain (a self-signed or unknown CA)
+_TLS_EXPIRED = (9, 10)  # not yet valid, expired
+_TLS_WRONG_HOST = (62, 64)  # host name or IP address mismatch
+
+
+class _CheckReport:
+    """Writes the ``--check`` lines to ``out`` and counts them.
+
+    Marks are ✓ ✗ and -; a stream that cannot encode them (a legacy Windows console,
+    ``PYTHONIOENCODING=ascii``) gets OK, FAIL and SKIP instead.  Every line is scrubbed
+    of the secrets it knows, whatever produced the text.
+    """
+
+    def __init__(self, out: Any, secrets: List[str]) -> None:
+        self._out = out
+        self._secrets = [s for s in secrets if len(s) >= 4]
+        self._encoding = getattr(out, "encoding", None)
+        try:
+            "\u2713\u2717".encode(self._encoding or "utf-8")
+            self.marks = {"ok": "\u2713", "fail": "\u2717", "skip": "-"}
+        except (UnicodeEncodeError, LookupError):
+            self.marks = {"ok": "OK", "fail": "FAIL", "skip": "SKIP"}
+        self._width = max(len(mark) for mark in self.marks.values())
+        self.indent = self._width + 1  # where the text after a mark starts
+        self.counts = {"ok": 0, "fail": 0, "skip": 0}
+
+    def add_secret(self, secret: Optional[str]) -> None:
+        if secret and len(secret) >= 4:
+            self._secrets.append(secret)
+
+    def write(self, text: str) -> None:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        if self._encoding:  # a host name or an upstream message the stream cannot show becomes "?"
+            try:
+                text = text.encode(self._encoding, "replace").decode(self._encoding)
+            except LookupError:
+                pass
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    def check(self, state: str, name: str, text: str, cause: str = "", fix: str = "") -> bool:
+        """One check's line; returns whether it passed."""
+        self.counts[state] += 1
+        if cause:
+            text += "; likely cause: " + cause
+        if fix:
+            text += "; fix: " + fix
+        self.write("%-*s %-7s%s" % (self._width, self.marks[state], name, text))
+        return state == "ok"
+
+    def ok(self, name: str, text: str) -> bool:
+        return self.check("ok", name, text)
+
+    def fail(self, name: str, text: str, cause: str = "", fix: str = "") -> bool:
+        return self.check("fail", name, text, cause, fix)
+
+    def skip(self, name: str, text: str) -> bool:
+        return self.check("skip", name, text)
+
+    def summary(self) -> int:
+        """The closing line; returns the exit code (0 when every check passed)."""
+        total, failed, skipped = sum(self.counts.values()), self.counts["fail"], self.counts["skip"]
+        if not failed and not skipped:
+            self.write("all %d checks passed: start gigaproxy without --check" % total)
+            return 0
+        self.write("%d of %d checks failed%s: fix the first %s above, then run --check again"
+                   % (failed, total, ", %d not tried" % skipped if skipped else "", self.marks["fail"]))
+        return 1
+
+
+def _check_header(report: _CheckReport) -> None:
+    report.write("gigaproxy %s --check: Python %s, %s (nothing is served; secrets are not shown)"
+                 % (__version__, sys.version.split()[0], ssl.OPENSSL_VERSION))
+
+
+def _setting_value(config: Config, field: str) -> str:
+    value = getattr(config, field)
+    if field in _SECRET_FIELDS:
+        if not value:
+            return "(not set)"
+        text = "(set, %d characters, hidden)" % len(value)
+        if field == "credentials":
+            try:
+                decoded = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                decoded = b""
+            if b":" not in decoded:  # an authorization key is base64 of client_id:client_secret
+                text += " - not base64 of client_id:client_secret: is it the Authorization key?"
+        return text
+    if value is None:
+        return "(not set)"
+    if field == "https_proxy":
+        return _redact_url(value)
+    if field == "max_body_bytes":
+        return "%g MB" % (value / 1048576.0)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "%g s" % value
+    return str(value)
+
+
+def check_settings(config: Config, sources: Mapping[str, str]) -> List[Tuple[str, str, str]]:
+    """(variable, value as shown, where it came from) for the settings ``--check`` lists.
+
+    Secrets are never shown, only whether they are set and their length; a proxy URL
+    loses its user and password.  ``sources`` is what ``load_config`` filled in.
+    """
+    rows = []
+    for name, field, always in _CHECK_SETTINGS:
+        alias = _CHECK_ALIASES.get(name)
+        if alias is not None and name not in sources and alias in sources:
+            name = alias  # shown as it was spelt: GIGACHAT_AUTH_KEY, https_proxy
+        source = sources.get(name, "default")
+        value = getattr(config, field)
+        if always or source != "default" or value != Config._field_defaults.get(field):
+            rows.append((name, _setting_value(config, field), source))
+    bundled = config.bundled_ca_file
+    if bundled:
+        present = os.path.exists(bundled)
+        rows.append(("(bundled root CA)", bundled if present else bundled + " (MISSING: copy %s next to "
+                     "gigaproxy.py)" % BUNDLED_CA_FILENAME, "next to gigaproxy.py"))
+    return rows
+
+
+def _cert_name(name: Any) -> str:
+    for rdn in name or ():
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return "?"
+
+
+def _describe_cert(version: Optional[str], cert: Any) -> str:
+    """``TLSv1.3; certificate for X, issued by Y, valid until 2026-04-10`` (what a verified peer shows)."""
+    parts = [version or "TLS"]
+    if cert:
+        text = "certificate for %s, issued by %s" % (_cert_name(cert.get("subject")), _cert_name(cert.get("issuer")))
+        try:
+            until = ssl.cert_time_to_seconds(cert["notAfter"])
+            text += ", valid until %s" % time.strftime("%Y-%m-%d", time.gmtime(until))
+            days = (until - time.time()) / 86400
+            if days < 30:
+                text += " (expires in %d days)" % max(0, days)
+        except (KeyError, ValueError):
+            pass
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _tls_handshake(config: Config, context: ssl.SSLContext, key: Tuple[Any, ...]
+                   ) -> Tuple[Optional[Tuple[Optional[str], Any]], Optional[BaseException]]:
+    """Open one connection as the server would (Transport, the proxy tunnel included) with
+    ``context``; returns ((TLS version, peer certificate), None) or (None, the exception)."""
+    try:
+        conn = Transport(config, context, context)._new_connection(key, config.connect_timeout)
+    except Exception as exc:  # reported by the caller, whatever it is
+        return None, exc
+    try:
+        sock = conn.sock
+        return ((sock.version(), sock.getpeercert()) if isinstance(sock, ssl.SSLSocket) else (None, None)), None
+    finally:
+        conn.close()
+
+
+def _trusted_by(config: Config, key: Tuple[Any, ...], client_cert: bool) -> str:
+    """Which single root verified the chain: each trust source alone, in the order they are
+    tried, until one verifies (Python < 3.13 cannot list the verified chain itself)."""
+    candidates = []
+    if config.bundled_ca_file and os.path.exists(config.bundled_ca_file):
+        candidates.append(("the bundled Russian Trusted Root CA", config._replace(ca_bundle_file=None)))
+    if config.ca_bundle_file:
+        candidates.append(("GIGACHAT_CA_BUNDLE_FILE=%s" % config.ca_bundle_file,
+                           config._replace(bundled_ca_file=None)))
+    candidates.append(("the system certificate store", config._replace(bundled_ca_file=None, ca_bundle_file=None)))
+    for name, alone in candidates:
+        context = build_ssl_context(alone, client_cert=client_cert)
+        context.system_store_deferred = False  # type: ignore[attr-defined]  # these roots only: no fallback
+        if _tls_handshake(alone, context, key)[1] is None:
+            return name
+    return "the bundled root, GIGACHAT_CA_BUNDLE_FILE and the system store together"
+
+
+def tls_problem(exc: BaseException, config: Config, host: str, url_var: str) -> Tuple[str, str, str]:
+    """(what failed, likely cause, the fix) for a failed TLS connection to ``host``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = getattr(exc, "verify_code", None)
+        what = "certificate not accepted: %s" % str(getattr(exc, "verify_message", "") or exc).rstrip(".")
+        if code in _TLS_UNKNOWN_ISSUER:
+            cause = ("a CA none of the trusted roots knows issued it: a corporate proxy or antivirus that "
+                     "inspects TLS re-signs certificates with its own root")
+            if config.bundled_ca_file and not os.path.exists(config.bundled_ca_file):
+                cause += ", or %s is missing next to gigaproxy.py" % BUNDLED_CA_FILENAME
+            if config.ca_bundle_file:
+                fix = ("GIGACHAT_CA_BUNDLE_FILE=%s does not hold that root: add the inspection root "
+                       "certificate (PEM) to it" % config.ca_bundle_file)
+            else:
+                fix = ("get the TLS-inspection root certificate from IT (PEM; on Windows export it from "
+                       "certmgr.msc as Base-64) and set GIGACHAT_CA_BUNDLE_FILE to its path")
+            return what, cause, fix
+        if code in _TLS_EXPIRED:
+            return (what, "the certificate has expired or is not valid yet, or this machine's clock is wrong "
+                    "(it says %s UTC)" % time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                    "correct the system date and time; if a TLS-inspecting proxy serves an old certificate, tell IT")
+        if code in _TLS_WRONG_HOST:
+            return (what, "the certificate was issued for another host name: %s names the wrong host, or a "
+                    "device in between answers for %s" % (url_var, host),
+                    "check the host name in %s" % url_var)
+        return what, "the certificate chain was rejected", "check %s and GIGACHAT_CA_BUNDLE_FILE" % url_var
+    if isinstance(exc, ssl.SSLError):
+        return ("TLS handshake failed: %s" % (exc.reason or exc),
+                "the port does not speak TLS, or a firewall or proxy cuts TLS, or GigaChat wants a client "
+                "certificate", "check the scheme and port in %s; for mTLS set GIGACHAT_CERT_FILE and "
+                "GIGACHAT_KEY_FILE" % url_var)
+    if isinstance(exc, socket.timeout):
+        return ("no TLS answer within %g s" % config.connect_timeout, "a firewall or proxy holds the connection",
+                "check %s; GIGAPROXY_CONNECT_TIMEOUT waits longer" % url_var)
+    return ("the connection failed during the TLS handshake: %s: %s" % (exc.__class__.__name__, exc),
+            "a firewall or proxy cut it", "check %s and HTTPS_PROXY" % url_var)
+
+
+def _proxy_problem(status: str, config: Config, target: str, url_var: str) -> Tuple[str, str]:
+    """(likely cause, fix) for a proxy that refused to open a tunnel with HTTP ``status``."""
+    if status == "407":
+        if config.https_proxy and urllib.parse.urlsplit(config.https_proxy).username is not None:
+            cause = "the proxy rejected the user name or password in HTTPS_PROXY"
+        else:
+            cause = "the proxy wants a user name and password"
+        return (cause, "set HTTPS_PROXY=http://user:password@host:port (percent-encode @ : / % in them as %40 "
+                "%3A %2F %25); a proxy that accepts only NTLM or Kerberos needs a local helper such as px "
+                "or cntlm, and HTTPS_PROXY pointing at it")
+    if status == "403":
+        return ("the proxy does not allow connections to %s" % target,
+                "ask IT to allow CONNECT to %s, or list the host in NO_PROXY if it is reachable directly" % target)
+    if status in ("502", "503", "504"):
+        return ("the proxy could not resolve or reach %s" % target,
+                "check the host in %s; ask IT whether the proxy may reach it" % url_var)
+    return "the proxy refused the tunnel", "check HTTPS_PROXY and NO_PROXY"
+
+
+def _check_endpoint(report: _CheckReport, config: Config, url_var: str, url: str, profile: str,
+                    contexts: Dict[bool, ssl.SSLContext], seen_proxy: List[bool]) -> bool:
+    """DNS, TCP (or the proxy tunnel) and TLS to the host of ``url``: three lines; True if all passed.
+
+    ``contexts`` holds the verifying SSL contexts by "with the client certificate" (built
+    once: the system store takes tens of milliseconds to load); ``seen_proxy`` notes
+    that the proxy's name was looked up already.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host, https = parts.hostname or "", parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    target = "%s:%d" % (host, port)
+    # (host, port, headers) of HTTPS_PROXY as Transport reads it (credentials included), unless NO_PROXY applies
+    proxy = Transport(config, None, None)._proxy if https and not proxy_bypassed(host, port, config.no_proxy) else None
+    shown_proxy = _redact_url(config.https_proxy or "")
+
+    # DNS: the proxy resolves the GigaChat host itself, so only the proxy's own name is looked up here.
+    if proxy is not None:
+        if not seen_proxy:
+            try:
+                infos = socket.getaddrinfo(proxy[0], proxy[1], type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError) as exc:
+                return report.fail("DNS", "cannot resolve the proxy host %s (HTTPS_PROXY): %s"
+                                   % (proxy[0], getattr(exc, "strerror", None) or exc),
+                                   "the proxy name is misspelt, or it is known only inside the corporate network",
+                                   "check HTTPS_PROXY (the browser's proxy settings show it)")
+            seen_proxy.append(True)
+            report.ok("DNS", "proxy host %s (HTTPS_PROXY) resolves to %s; the proxy resolves GigaChat's host names"
+                      % (proxy[0], _addresses(infos)))
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            return report.fail("DNS", "cannot resolve %s (%s): %s" % (host, url_var, getattr(exc, "strerror", None)
+                                                                      or exc),
+                               "the name is misspelt, or this machine's DNS does not see the internet",
+                               "check the host in %s; if this machine reaches the internet only through a proxy, "
+                               "set HTTPS_PROXY" % url_var)
+        report.ok("DNS", "%s (%s) resolves to %s" % (host, url_var, _addresses(infos)))
+
+    # TCP: a plain connection, or the CONNECT tunnel the server would open (http.client's set_tunnel).
+    started = time.monotonic()
+    if proxy is not None:
+        conn = http.client.HTTPConnection(proxy[0], proxy[1], timeout=config.connect_timeout)
+        conn.set_tunnel(host, port, headers=proxy[2])
+        try:
+            conn.connect()
+        except socket.timeout:
+            return report.fail("TCP", "the proxy %s did not answer within %g s" % (shown_proxy, config.connect_timeout),
+                               "a firewall drops traffic to the proxy, or the proxy is down",
+                               "check HTTPS_PROXY; GIGAPROXY_CONNECT_TIMEOUT waits longer")
+        except OSError as exc:
+            message = str(exc)
+            if message.startswith("Tunnel connection failed"):
+                status = (re.findall(r"\d{3}", message) or [""])[0]
+                cause, fix = _proxy_problem(status, config, target, url_var)
+                return report.fail("TCP", "the proxy %s (HTTPS_PROXY) refused the tunnel to %s: %s"
+                                   % (shown_proxy, target, message.split(":", 1)[1].strip()), cause, fix)
+            return report.fail("TCP", "cannot connect to the proxy %s (HTTPS_PROXY): %s"
+                               % (shown_proxy, exc.__class__.__name__ + (": " + exc.strerror if exc.strerror else "")),
+                               "nothing listens at that host and port", "check the host and port in HTTPS_PROXY")
+        finally:
+            conn.close()
+        report.ok("TCP", "tunnel to %s through HTTPS_PROXY %s opened in %.0f ms"
+                  % (target, shown_proxy, (time.monotonic() - started) * 1000))
+    else:
+        fix_tcp = "check the host and port in %s; if this machine reaches the internet only through a proxy, " \
+            "set HTTPS_PROXY" % url_var
+        try:
+            socket.create_connection((host, port), timeout=config.connect_timeout).close()
+        except socket.timeout:
+            return report.fail("TCP", "%s did not answer within %g s" % (target, config.connect_timeout),
+                               "a firewall drops the traffic", fix_tcp + " (GIGAPROXY_CONNECT_TIMEOUT waits longer)")
+        except ConnectionRefusedError:
+            return report.fail("TCP", "cannot connect to %s: connection refused" % target,
+                               "nothing listens at that port, or a firewall rejects the connection", fix_tcp)
+        except OSError as exc:
+            return report.fail("TCP", "cannot connect to %s: %s" % (target, exc.strerror or exc),
+                               "no route to the host from this network", fix_tcp)
+        report.ok("TCP", "connected to %s in %.0f ms" % (target, (time.monotonic() - started) * 1000))
+
+    if not https:
+        return report.ok("TLS", "not used: %s is an http:// URL (traffic is not encrypted)" % url_var)
+    client_cert = profile == "api" and bool(config.cert_file)
+    key = ("https", host, port, profile)
+    checked = config._replace(verify_ssl=True)
+    try:
+        context = contexts.get(client_cert) or build_ssl_context(checked, client_cert=client_cert, system_store=True)
+    except ConfigError as exc:  # only with verification off: the files were not loaded before
+        return report.fail("TLS", str(exc), "", "correct the file named above")
+    contexts[client_cert] = context
+    peer, error = _tls_handshake(config, context, key)
+    if not config.verify_ssl:
+        verdict = ("would verify with %s: set GIGACHAT_VERIFY_SSL_CERTS=true" % _trusted_by(checked, key, client_cert)
+                   if error is None
+                   else "would NOT verify (%s)" % tls_problem(error, config, host, url_var)[0])
+        return report.ok("TLS", "%s: verification is OFF (GIGACHAT_VERIFY_SSL_CERTS=false), anyone in between can "
+                         "read the traffic; the certificate %s" % (target, verdict))
+    if error is not None:
+        what, cause, fix = tls_problem(error, config, host, url_var)
+        return report.fail("TLS", "%s: %s" % (target, what), cause, fix)
+    assert peer is not None
+    return report.ok("TLS", "%s: chain verified by %s; %s" % (target, _trusted_by(config, key, client_cert),
+                                                               _describe_cert(*peer)))
+
+
+def _addresses(infos: List[Any]) -> str:
+    seen = []  # type: List[str]
+    for info in infos:
+        if info[4][0] not in seen:
+            seen.append(info[4][0])
+    return ", ".join(seen[:3]) + (" and %d more" % (len(seen) - 3) if len(seen) > 3 else "")
+
+
+def _token_problem(exc: ProxyError, config: Config) -> Tuple[str, str]:
+    """(likely cause, fix) for a token GigaChat would not issue."""
+    if exc.code == "upstream_auth_failed":
+        if config.auth_mode == "password":
+            return "GigaChat does not accept this user and password", "check GIGACHAT_USER and GIGACHAT_PASSWORD"
+        said = re.search(r"\(HTTP (\d+): (.*)\); check ", exc.message)  # TokenManager._fetch's wording
+        if said and (said.group(1) == "400" or "scope" in said.group(2).lower()):
+            others = ", ".join(s for s in KNOWN_SCOPES if s != config.scope)
+            return ("the authorization key is not issued for GIGACHAT_SCOPE=%s" % config.scope,
+                    "set GIGACHAT_SCOPE to your key's scope (%s; PERS: individuals, B2B: prepaid packages, "
+                    "CORP: pay-as-you-go)" % others)
+        return ("GigaChat does not know this authorization key: mistyped, cut short, revoked, or the Client "
+                "Secret pasted instead of the Authorization key",
+                "copy the Authorization key from your project in the Sber cabinet into GIGACHAT_CREDENTIALS")
+    if exc.code == "upstream_auth_unavailable":
+        return ("the OAuth service failed, or something in between answered instead of it",
+                "run --check again later; check GIGACHAT_AUTH_URL")
+    return "", "see the network checks above"
+
+
+def _api_problem(exc: ProxyError, config: Config) -> Tuple[str, str]:
+    """(likely cause, fix) for a failed call to GigaChat's API (models, chat)."""
+    status = exc.status
+    if exc.code in ("upstream_unreachable", "upstream_tls_error", "proxy_error"):
+        return "the connection failed although the network checks above passed", "run --check again"
+    if exc.code == "upstream_unauthorized":
+        if config.auth_mode == "token":
+            return ("GigaChat rejected GIGACHAT_ACCESS_TOKEN (tokens live 30 minutes)",
+                    "set GIGACHAT_CREDENTIALS to your authorization key so that gigaproxy fetches tokens itself")
+        if config.auth_mode == "mtls":
+            return "GigaChat does not accept the client certificate", "check GIGACHAT_CERT_FILE and GIGACHAT_KEY_FILE"
+        return ("the API host refused a token the OAuth host issued: the two URLs may belong to different "
+                "GigaChat installations", "check GIGACHAT_AUTH_URL and GIGACHAT_BASE_URL")
+    if status == 402:
+        return ("this key has no tokens left (the package is used up or a limit was reached)",
+                "top up in the Sber cabinet, or use a key and GIGACHAT_SCOPE with a balance")
+    if status == 403:
+        return "the key's tariff does not include this", "check GIGACHAT_SCOPE and the tariff in the Sber cabinet"
+    if status == 404:
+        return ("GigaChat has no model %s for this key" % config.model,
+                "set GIGACHAT_MODEL to a model the models check lists")
+    if status == 429:
+        return "too many requests for this key just now", "wait a minute and run --check again"
+    if status == 400:
+        return ("GigaChat refused a plain request: GIGACHAT_BASE_URL may not point at GigaChat's v1 API",
+                "check GIGACHAT_BASE_URL (it ends in /api/v1)")
+    if exc.code == "upstream_timeout":
+        return "GigaChat did not answer in time", "run --check again; GIGACHAT_TIMEOUT sets how long to wait"
+    if status >= 500:
+        return ("GigaChat, or a gateway in front of it, failed",
+                "run --check again later; if GIGACHAT_BASE_URL is a corporate gateway, ask its owners")
+    return "", ""
+
+
+def _check_token(report: _CheckReport, config: Config, tokens: TokenManager, reachable: bool) -> bool:
+    mode = config.auth_mode
+    if mode == "mtls":
+        return report.ok("token", "none needed: the client certificate (GIGACHAT_CERT_FILE) is the credential")
+    if mode == "token":
+        return report.ok("token", "GIGACHAT_ACCESS_TOKEN is used as given (its expiry is unknown; the models "
+                         "check tries it)")
+    if not reachable:
+        return report.skip("token", "not tried: %s is not reachable (above)"
+                           % ("GIGACHAT_AUTH_URL" if mode == "oauth" else "GIGACHAT_BASE_URL"))
+    try:
+        report.add_secret(tokens.get())
+    except ProxyError as exc:
+        cause, fix = _token_problem(exc, config)
+        return report.fail("token", exc.message.split("; check ", 1)[0], cause, fix)  # the fix says what to check
+    expires = tokens._expires_at  # set by the fetch that get() just made
+    who = ("authorization key accepted for %s" % config.scope if mode == "oauth"
+           else "GIGACHAT_USER %s and password accepted" % config.user)
+    return report.ok("token", "%s; the token expires at %s local time (in %d min)"
+                     % (who, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires)),
+                        max(0, round((expires - time.time()) / 60))))
+
+
+def _check_models(report: _CheckReport, config: Config, upstream: Upstream) -> bool:
+    try:
+        models = upstream.models()
+    except ProxyError as exc:
+        cause, fix = _api_problem(exc, config)
+        return report.fail("models", "GET /models failed: %s" % exc.message, cause, fix)
+    ids = [m["id"] for m in models]
+    if config.model in ids:
+        return report.ok("models", "%d models; GIGACHAT_MODEL=%s is among them" % (len(ids), config.model))
+    chat_ids = [m["id"] for m in models if m.get("type") in (None, "chat")] or ids
+    spelled = [i for i in ids if i.lower() == config.model.lower()]
+    if config.model.lower() in MODEL_ALIASES:
+        cause = "%s is a gigaproxy shorthand, not a GigaChat model id" % config.model
+        fix = "set GIGACHAT_MODEL=%s" % MODEL_ALIASES[config.model.lower()]
+    elif spelled:
+        cause, fix = "GigaChat spells it %s" % spelled[0], "set GIGACHAT_MODEL=%s" % spelled[0]
+    else:
+        cause = "a typo, or a model this key's tariff does not include"
+        fix = "set GIGACHAT_MODEL to one of: %s" % ", ".join(chat_ids[:12] + (["..."] if len(chat_ids) > 12 else []))
+    return report.fail("models", "%d models, but GIGACHAT_MODEL=%s is not among them" % (len(ids), config.model),
+                       cause, fix)
+
+
+def _check_chat(report: _CheckReport, config: Config, upstream: Upstream) -> bool:
+    payload = {"model": config.model, "messages": [{"role": "user", "content": CHECK_PROMPT}], "max_tokens": 8}
+    started = time.monotonic()
+    try:
+        answer, _ = upstream.call("POST", "/chat/completions", payload)
+    except ProxyError as exc:
+        cause, fix = _api_problem(exc, config)
+        return report.fail("chat", "a one-line chat with %s failed: %s" % (config.model, exc.message), cause, fix)
+    elapsed = (time.monotonic() - started) * 1000
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        return report.fail("chat", "GigaChat's chat answer has no choices: %s" % _excerpt(compact_json(answer).encode()),
+                           "GIGACHAT_BASE_URL may not point at GigaChat's v1 API", "check GIGACHAT_BASE_URL")
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+    return report.ok("chat", "%s answered in %.0f ms (%s tokens)" % (
+        answer.get("model") or config.model, elapsed, usage.get("total_tokens", "?")))
+
+
+def run_checks(config: Config, sources: Optional[Mapping[str, str]] = None, out: Any = None) -> int:
+    """``--check``: test the configuration and the way to GigaChat, one printed line per check.
+
+    The checks, in order (a check whose prerequisite failed is reported as not tried):
+    the configuration and where each value came from; for the OAuth host (when an
+    authorization key is used) and the API host: DNS, TCP (or the HTTPS_PROXY tunnel)
+    and TLS (which trusted root verified the chain, or why it failed); the token; the
+    model list (and whether GIGACHAT_MODEL is in it); one tiny chat.  Retries are off
+    and every wait is capped at CHECK_TIMEOUT.  Returns 0 when every check passed, else 1.
+    """
+    out = out if out is not None else sys.stdout
+    report = _CheckReport(out, config.secrets())
+    _check_header(report)
+    sources = sources or {}
+    rows = check_settings(config, sources)
+    kinds = collections.Counter("env file" if s.startswith("env file") else s.split(" ", 1)[0]
+                                for s in sources.values())
+    report.ok("config", "loaded (auth: %s); %s, the rest defaults" % (
+        {"oauth": "authorization key, OAuth", "password": "user and password", "token": "access token",
+         "mtls": "client certificate"}[config.auth_mode],
+        ", ".join("%d from %s" % (kinds[kind], name) for kind, name in (
+            ("flag", "flags"), ("env", "the environment"), ("env file", "the env file")) if kinds[kind])
+        or "nothing set"))
+    name_width = max(len(name) for name, _, _ in rows)
+    value_width = min(40, max(len(value) for _, value, _ in rows))
+    for name, value, source in rows:
+        report.write("%*s %-*s  %-*s  (%s)" % (report.indent, "", name_width, name, value_width, value, source))
+
+    try:  # the contexts the server would build: a certificate file that does not load stops here
+        auth_context = build_ssl_context(config, system_store=True)
+        api_context = build_ssl_context(config, client_cert=True, system_store=True) if config.cert_file \
+            else auth_context
+    except ConfigError as exc:
+        report.fail("config", str(exc), "", "correct the file or password named above")
+        return report.summary()
+
+    config = config._replace(max_retries=0, timeout=min(config.timeout, CHECK_TIMEOUT),
+                             connect_timeout=min(config.connect_timeout, CHECK_TIMEOUT),
+                             total_timeout=min(config.total_timeout, CHECK_TIMEOUT))
+    seen_proxy = []  # type: List[bool]
+    contexts = {False: auth_context, True: api_context} if config.verify_ssl else {}
+    auth_ok = True
+    if config.auth_mode == "oauth":
+        auth_ok = _check_endpoint(report, config, "GIGACHAT_AUTH_URL", config.auth_url, "auth", contexts, seen_proxy)
+    api_ok = _check_endpoint(report, config, "GIGACHAT_BASE_URL", config.base_url, "api", contexts, seen_proxy)
+
+    transport = Transport(config, api_context, auth_context)
+    try:
+        tokens = TokenManager(config, transport)
+        token_ok = _check_token(report, config, tokens, auth_ok if config.auth_mode == "oauth" else api_ok)
+        if api_ok and token_ok:
+            upstream = Upstream(config, transport, tokens)
+            _check_models(report, config, upstream)
+            _check_chat(report, config, upstream)
+        else:
+            why = "not tried: %s" % ("GIGACHAT_BASE_URL is not reachable (above)" if not api_ok else "no token (above)")
+            report.skip("models", why)
+            report.skip("chat", why)
+    finally:
+        transport.close()
+    return report.summary()
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    """``main(["--check", ...])``: load the configuration (a ConfigError is a failed check) and run the checks."""
+    sources = {}  # type: Dict[str, str]
+    try:
+        config = load_config(args, sources=sources)
+    except ConfigError as exc:
+        report = _CheckReport(sys.stdout, [])
+        _check_header(report)
+        report.fail("config", str(exc), "", "set the variable the message names (see --help)")
+        return report.summary()
+    _configure_logging(config)
+    return run_checks(config, sources)
 
 if __name__ == "__main__":
     sys.exit(main())

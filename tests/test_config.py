@@ -564,6 +564,29 @@ def test_mixed_sources_combine(tmp_path):
     assert config.host == "127.0.0.9"
 
 
+def test_sources_say_where_each_value_came_from(tmp_path):
+    """``load_config(sources=...)`` records flag / env / env file for what was set (``--check`` shows it)."""
+    file_text = "GIGACHAT_SCOPE=GIGACHAT_API_B2B\nGIGACHAT_MODEL=GigaChat-2-Pro\nGIGAPROXY_PORT=4100\n"
+    path = write_env_file(tmp_path, file_text, "settings.env")
+    env = {"GIGACHAT_AUTH_KEY": KEY, "GIGACHAT_MODEL": "GigaChat-2-Max", "https_proxy": "proxy:3128",
+           "GIGAPROXY_HOST": "", "GIGAPROXY_WORKERS": "2"}
+    argv = ["--env-file", "settings.env", "--host", "::1", "--log-level", "debug", "--workers", "1"]
+    sources = {}  # type: Dict[str, str]
+    load_config(build_parser().parse_args(argv), env, cwd=str(tmp_path), sources=sources)
+    assert sources == {
+        "GIGAPROXY_ENV_FILE": "flag --env-file",
+        "GIGACHAT_AUTH_KEY": "env",
+        "GIGACHAT_SCOPE": "env file " + path,
+        "GIGACHAT_MODEL": "env",  # the environment beats the env file
+        "GIGAPROXY_PORT": "env file " + path,
+        "https_proxy": "env",
+        "GIGAPROXY_HOST": "flag --host",  # an empty variable counts as unset
+        "GIGAPROXY_LOG_LEVEL": "flag --log-level",
+        "GIGAPROXY_WORKERS": "flag --workers",
+    }
+    assert load_config(build_parser().parse_args([]), {"GIGACHAT_CREDENTIALS": KEY}, cwd=str(tmp_path)).port == 4000
+
+
 # --------------------------------------------------------------------------
 # the env file: where it is looked for
 # --------------------------------------------------------------------------
