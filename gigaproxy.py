@@ -2759,7 +2759,7 @@ def tiktoken_vocabulary(encoding: str, directory: Optional[str]) -> Optional[Dic
     """``encoding``'s table (token id -> bytes) from a verified file in ``directory``, or None.
 
     ``directory`` None is tiktoken's default cache.  The first call per directory and
-    encoding reads, verifies and parses the file (cl100k_base: 1.7 MB, ~0.1 s); later
+    encoding reads, verifies and parses the file (cl100k_base: 1.7 MB, 0.1-0.3 s); later
     calls return the same table.  A file whose SHA-256 differs from tiktoken's is skipped
     with a warning naming it, logged once, as is a vocabulary that is nowhere to be found.
     """
