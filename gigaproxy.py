@@ -299,6 +299,7 @@ class Config(NamedTuple):
     max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
     structured_output: str = DEFAULT_STRUCTURED_OUTPUT
     embeddings_model: str = DEFAULT_EMBEDDINGS_MODEL
+    tiktoken_dir: Optional[str] = None  # tiktoken vocabularies; None: tiktoken's default cache (see load_config)
     allow_image_urls: bool = False
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     workers: int = 1
@@ -580,6 +581,14 @@ def load_config(
     model_map = parse_model_map(get("GIGAPROXY_MODEL_MAP") or "")
     upstream_headers = parse_upstream_headers(get("GIGAPROXY_UPSTREAM_HEADERS") or "")
 
+    # Token-id embeddings input is decoded with tiktoken files from GIGAPROXY_TIKTOKEN_DIR, else
+    # from tiktoken's own cache: the variables tiktoken reads, else (None) <tempdir>/data-gym-cache,
+    # found only if a token-id request comes (the tempfile module is not worth importing first).
+    tiktoken_dir = get("GIGAPROXY_TIKTOKEN_DIR")
+    if tiktoken_dir and not os.path.isdir(tiktoken_dir):
+        raise ConfigError("GIGAPROXY_TIKTOKEN_DIR: %s is not a directory" % tiktoken_dir)
+    tiktoken_dir = tiktoken_dir or get("TIKTOKEN_CACHE_DIR") or get("DATA_GYM_CACHE_DIR")
+
     https_proxy = get("HTTPS_PROXY") or get("https_proxy")
     if https_proxy:
         https_proxy = _check_proxy_url(https_proxy)
@@ -610,6 +619,7 @@ def load_config(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         structured_output=structured,
         embeddings_model=(get("GIGAPROXY_EMBEDDINGS_MODEL", DEFAULT_EMBEDDINGS_MODEL) or DEFAULT_EMBEDDINGS_MODEL).strip(),
+        tiktoken_dir=tiktoken_dir,
         allow_image_urls=parse_bool("GIGAPROXY_ALLOW_IMAGE_URLS", get("GIGAPROXY_ALLOW_IMAGE_URLS", "false") or "false"),
         max_concurrency=max_concurrency,
         workers=workers,
@@ -2888,24 +2898,209 @@ def resolve_embeddings_model(name: Any, default: str) -> str:
     return default
 
 
-def embeddings_request(request: Any, default_model: str) -> Tuple[List[str], str, str, Optional[int]]:
-    """Validate an embeddings request: (texts, GigaChat model, encoding_format, dimensions)."""
+# ---- token ids back to text: tiktoken vocabularies ---------------------------------------
+# OpenAI's embeddings API also takes each text as token ids, and LangChain's OpenAIEmbeddings
+# sends nothing else by default (tiktoken's cl100k_base).  GigaChat embeds text, so the ids
+# are decoded with the client's vocabulary when its file is on this machine: in
+# GIGAPROXY_TIKTOKEN_DIR, else in tiktoken's own cache (where tiktoken names each file by the
+# SHA-1 of its URL).  Nothing is downloaded; a file is used only when its SHA-256 is the one
+# tiktoken itself checks (tiktoken_ext/openai_public.py).
+
+TIKTOKEN_BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/%s.tiktoken"
+TIKTOKEN_SHA256 = {  # the expected_hash of each file in tiktoken_ext/openai_public.py
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    "p50k_base": "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069",
+    "r50k_base": "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+}
+TIKTOKEN_SPECIAL_TOKENS = {  # not in the files; tiktoken adds them the same way
+    "cl100k_base": {100257: "<|endoftext|>", 100258: "<|fim_prefix|>", 100259: "<|fim_middle|>",
+                    100260: "<|fim_suffix|>", 100276: "<|endofprompt|>"},
+    "o200k_base": {199999: "<|endoftext|>", 200018: "<|endofprompt|>"},
+    "p50k_base": {50256: "<|endoftext|>"},
+    "r50k_base": {50256: "<|endoftext|>"},
+}
+# The vocabulary a client tokenized with, by the model name it sends (tiktoken/model.py,
+# first match wins).  Any other name, a GigaChat one included, means cl100k_base: every
+# current OpenAI embedding model uses it, and LangChain falls back to it for a name
+# tiktoken does not know.
+TIKTOKEN_MODEL_PREFIXES = (
+    ("text-embedding-", "cl100k_base"),  # text-embedding-ada-002, -3-small, -3-large
+    ("text-similarity-", "r50k_base"), ("text-search-", "r50k_base"), ("code-search-", "r50k_base"),
+    ("gpt-4o", "o200k_base"), ("chatgpt-4o", "o200k_base"), ("gpt-4.1", "o200k_base"), ("gpt-4.5", "o200k_base"),
+    ("gpt-5", "o200k_base"), ("o1", "o200k_base"), ("o3", "o200k_base"), ("o4-mini", "o200k_base"),
+    ("text-davinci-001", "r50k_base"), ("text-davinci-", "p50k_base"), ("code-davinci-", "p50k_base"),
+    ("code-cushman-", "p50k_base"),
+)
+TIKTOKEN_FALLBACK_ENCODING = "cl100k_base"
+TIKTOKEN_MAX_FILE_BYTES = 16 * 1024 * 1024  # o200k_base, the largest, is 3.6 MB
+
+# Vocabularies are loaded once per process and shared by every thread: _TIKTOKEN_LOCK guards
+# loading (so a burst of first requests parses a file once) and the two tables below; a
+# loaded vocabulary is read without the lock (a dict lookup, atomic), never changed again.
+_TIKTOKEN_LOCK = threading.Lock()
+_TIKTOKEN_LOADED = {}  # type: Dict[Tuple[str, str], Dict[int, bytes]]  # (directory, encoding) -> id -> bytes
+_TIKTOKEN_WARNED = set()  # type: set  # what was already logged: a rejected file (path, size, mtime), a missing one
+
+
+def tiktoken_cache_dir() -> str:
+    """tiktoken's default cache directory, ``<tempdir>/data-gym-cache`` (tiktoken/load.py)."""
+    import tempfile  # a few ms, and the temporary directory is probed: only when needed
+
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def tiktoken_encoding_for(model: Any) -> str:
+    """The tiktoken encoding a client that names ``model`` tokenized its input with."""
+    name = model.strip().lower() if isinstance(model, str) else ""
+    for prefix, encoding in TIKTOKEN_MODEL_PREFIXES:
+        if name.startswith(prefix):
+            return encoding
+    return TIKTOKEN_FALLBACK_ENCODING
+
+
+def tiktoken_files(encoding: str, directory: str) -> List[str]:
+    """Where ``encoding``'s file may be in ``directory``: as downloaded, then as tiktoken caches it."""
+    import hashlib
+
+    cache_name = hashlib.sha1((TIKTOKEN_BLOB_URL % encoding).encode("ascii")).hexdigest()
+    return [os.path.join(directory, encoding + ".tiktoken"), os.path.join(directory, cache_name)]
+
+
+def parse_tiktoken_file(data: bytes) -> Dict[int, bytes]:
+    """A ``.tiktoken`` file (a line ``<token bytes in base64> <rank>`` per token) as rank -> bytes."""
+    vocabulary = {}  # type: Dict[int, bytes]
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line:
+            continue
+        try:
+            token, rank = line.split()
+            vocabulary[int(rank)] = binascii.a2b_base64(token)  # b64decode is slower; the hash was checked
+        except ValueError:  # binascii.Error is one too
+            raise ValueError("line %d is not '<base64 token> <rank>'" % number)
+    return vocabulary
+
+
+def tiktoken_vocabulary(encoding: str, directory: Optional[str]) -> Optional[Dict[int, bytes]]:
+    """``encoding``'s table (token id -> bytes) from a verified file in ``directory``, or None.
+
+    ``directory`` None is tiktoken's default cache.  The first call per directory and
+    encoding reads, verifies and parses the file (cl100k_base: 1.7 MB, 0.1-0.3 s); later
+    calls return the same table.  A file whose SHA-256 differs from tiktoken's is skipped
+    with a warning naming it, logged once, as is a vocabulary that is nowhere to be found.
+    """
+    directory = directory or tiktoken_cache_dir()
+    key = (directory, encoding)
+    vocabulary = _TIKTOKEN_LOADED.get(key)
+    if vocabulary is not None:
+        return vocabulary
+    with _TIKTOKEN_LOCK:
+        vocabulary = _TIKTOKEN_LOADED.get(key)
+        if vocabulary is None:
+            vocabulary = _load_tiktoken_vocabulary(encoding, directory)
+            if vocabulary is not None:
+                _TIKTOKEN_LOADED[key] = vocabulary
+        return vocabulary
+
+
+def _load_tiktoken_vocabulary(encoding: str, directory: str) -> Optional[Dict[int, bytes]]:
+    import hashlib
+
+    paths = tiktoken_files(encoding, directory)
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        signature = (path, stat.st_size, stat.st_mtime)
+        if signature in _TIKTOKEN_WARNED:
+            continue
+        started = time.monotonic()
+        problem = None
+        try:
+            if stat.st_size > TIKTOKEN_MAX_FILE_BYTES:
+                raise ValueError("%d bytes, more than any tiktoken vocabulary" % stat.st_size)
+            with open(path, "rb") as fh:
+                data = fh.read(TIKTOKEN_MAX_FILE_BYTES + 1)
+            if hashlib.sha256(data).hexdigest() != TIKTOKEN_SHA256[encoding]:
+                raise ValueError("its SHA-256 is not that of tiktoken's %s file (a partial download, or "
+                                 "another file)" % encoding)
+            vocabulary = parse_tiktoken_file(data)
+        except (OSError, ValueError) as exc:
+            problem = exc
+        if problem is not None:
+            _TIKTOKEN_WARNED.add(signature)
+            log.warning("ignoring the tiktoken vocabulary %s: %s", path, problem)
+            continue
+        for rank, text in TIKTOKEN_SPECIAL_TOKENS[encoding].items():
+            vocabulary[rank] = text.encode("utf-8")
+        log.info("loaded the tiktoken %s vocabulary from %s (%d tokens, %.0f ms)",
+                 encoding, path, len(vocabulary), (time.monotonic() - started) * 1000)
+        return vocabulary
+    if ("missing", directory, encoding) not in _TIKTOKEN_WARNED:
+        _TIKTOKEN_WARNED.add(("missing", directory, encoding))
+        log.warning("embeddings input as token ids cannot be decoded: no tiktoken %s vocabulary in %s "
+                    "(looked for %s); put %s.tiktoken in GIGAPROXY_TIKTOKEN_DIR to decode them",
+                    encoding, directory, " and ".join(os.path.basename(p) for p in paths), encoding)
+    return None
+
+
+def token_ids_to_texts(value: List[Any], model: Any, directory: Optional[str]) -> List[str]:
+    """Embeddings ``input`` as token ids (one text, or a list of texts) decoded to texts.
+
+    Like tiktoken's ``decode``, bytes that are not UTF-8 (a character split between two of
+    the chunks LangChain cuts a long text into) become U+FFFD.
+    """
+    encoding = tiktoken_encoding_for(model)
+    vocabulary = tiktoken_vocabulary(encoding, directory)
+    if vocabulary is None:
+        raise bad_request("input is token ids (tiktoken %s) and this proxy has no %s vocabulary to decode them: "
+                          "send the text instead (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)), "
+                          "or put tiktoken's %s.tiktoken file in the proxy's GIGAPROXY_TIKTOKEN_DIR"
+                          % (encoding, encoding, encoding), "input", "unsupported_value")
+    nested = isinstance(value[0], list)
+    texts = []
+    for i, ids in enumerate(value if nested else [value]):
+        try:
+            data = b"".join([vocabulary[token] for token in ids])
+        except KeyError:
+            j = next(j for j, token in enumerate(ids) if token not in vocabulary)
+            raise bad_request("input%s[%d] is token id %d, which tiktoken's %s does not have"
+                              % ("[%d]" % i if nested else "", j, ids[j], encoding), "input")
+        texts.append(data.decode("utf-8", "replace"))
+    return texts
+
+
+def _is_token_ids(value: Any) -> bool:
+    """True for a non-empty array of token ids, or a non-empty array of arrays of them."""
+    def all_ints(items: Any) -> bool:
+        return isinstance(items, list) and all(type(v) is int for v in items)
+
+    return isinstance(value, list) and bool(value) and (all_ints(value) or all(all_ints(v) for v in value))
+
+
+def embeddings_request(request: Any, default_model: str,
+                       tiktoken_dir: Optional[str] = None) -> Tuple[List[str], str, str, Optional[int]]:
+    """Validate an embeddings request: (texts, GigaChat model, encoding_format, dimensions).
+
+    Token ids are decoded with a tiktoken vocabulary from ``tiktoken_dir`` (None: tiktoken's cache).
+    """
     _expect(request, (dict,), "body", "a JSON object")
+    if request.get("model") is not None:
+        _expect(request["model"], (str,), "model", "a string")
     value = request.get("input")
     if isinstance(value, str):
         texts = [value]
     elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         texts = list(value)
-    elif isinstance(value, list) and value and all(isinstance(v, (int, list)) and not isinstance(v, bool)
-                                                   for v in value):
-        raise bad_request("input as token ids is not supported: GigaChat embeds text", "input", "unsupported_value")
+    elif _is_token_ids(value):
+        texts = token_ids_to_texts(value, request.get("model"), tiktoken_dir)
     else:
-        raise bad_request("input must be a string or a non-empty array of strings", "input", "invalid_type")
+        raise bad_request("input must be a string, a non-empty array of strings, an array of token ids or an "
+                          "array of arrays of token ids", "input", "invalid_type")
     for i, text in enumerate(texts):
         if not text:
             raise bad_request("input[%d] is empty; GigaChat cannot embed an empty string" % i, "input")
-    if request.get("model") is not None:
-        _expect(request["model"], (str,), "model", "a string")
     encoding = request.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
         raise bad_request("encoding_format must be float or base64", "encoding_format")
@@ -4611,7 +4806,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _embeddings(self) -> None:
         request = self._read_json()
         config = self.server.config
-        texts, model, encoding, dimensions = embeddings_request(request, config.embeddings_model)
+        texts, model, encoding, dimensions = embeddings_request(request, config.embeddings_model, config.tiktoken_dir)
         self._model = model
         vectors, tokens = [], 0  # type: List[List[float]], int
         for batch in embedding_batches(texts):
@@ -5060,6 +5255,8 @@ ENV_HELP = """environment variables (flag > environment > env file > default):
   GIGAPROXY_SHUTDOWN_GRACE      default %(grace)g s for requests in flight at SIGTERM / Ctrl-C
   GIGAPROXY_STRUCTURED_OUTPUT   default function: json_schema answers via a forced function, or native
   GIGAPROXY_EMBEDDINGS_MODEL    default %(embeddings)s: for embeddings model names GigaChat does not have
+  GIGAPROXY_TIKTOKEN_DIR        tiktoken files (cl100k_base.tiktoken) to decode token-id embeddings
+                                input; default tiktoken's cache (TIKTOKEN_CACHE_DIR, <tmp>/data-gym-cache)
   GIGAPROXY_ALLOW_IMAGE_URLS    default false: fetch http(s) image URLs (public addresses only)
   GIGAPROXY_MODEL_MAP           client model names to GigaChat models, first match wins, e.g.
                                 claude-*haiku*=GigaChat-2,*=GigaChat-2-Max
