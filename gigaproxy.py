@@ -1740,7 +1740,8 @@ SCHEMA_MAX_NODES = 2000  # inlining references can multiply a schema; past this,
 _SCHEMA_FORMATS = ("date", "date-time", "time")  # the formats GigaChat accepts
 _SCHEMA_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 _SCHEMA_DROPPED_KEYS = ("$schema", "$id", "$comment", "$defs", "definitions", "$ref", "anyOf", "oneOf",
-                        "allOf", "const", "discriminator", "$anchor", "$dynamicRef", "$dynamicAnchor")
+                        "allOf", "const", "discriminator", "$anchor", "$dynamicRef", "$dynamicAnchor",
+                        "nullable", "propertyOrdering")  # the last two: Google's OpenAPI subset
 
 
 class ToolNames:
@@ -1798,6 +1799,16 @@ class ToolNames:
         return safe
 
 
+def _schema_type(node: Dict[str, Any]) -> Any:
+    """A schema node's ``type``, lower-cased: Google's OpenAPI subset spells them ``STRING``, ``OBJECT``."""
+    kind = node.get("type")
+    if isinstance(kind, str):
+        return kind.lower()
+    if isinstance(kind, list):
+        return [k.lower() if isinstance(k, str) else k for k in kind]
+    return kind
+
+
 def normalize_schema(schema: Any) -> Dict[str, Any]:
     """A tool-parameter JSON Schema rewritten into the subset GigaChat accepts.
 
@@ -1810,7 +1821,9 @@ def normalize_schema(schema: Any) -> Dict[str, Any]:
     first non-null branch, naming the others in the description; turns
     ``["string", "null"]`` into ``"string"``, ``const`` into a one-value enum, non-string
     enums into a description, infers a missing ``type``, and gives every object
-    ``properties``.  Property names and descriptions survive.
+    ``properties``.  Google's OpenAPI subset is read too: upper-case types
+    (``STRING``, ``OBJECT``) and ``nullable`` (dropped, like ``null`` in a type list).
+    Property names and descriptions survive.
     """
     if not isinstance(schema, dict):
         return {"type": "object", "properties": {}}
@@ -1887,15 +1900,17 @@ class _SchemaRewrite:
             variants = node.pop(union, None)
             if isinstance(variants, list):
                 options = [self.node(v, refs, depth + 1) for v in variants
-                           if not (isinstance(v, dict) and v.get("type") == "null")]
+                           if not (isinstance(v, dict) and _schema_type(v) == "null")]
                 if options:
                     self._union_into(node, options)
         if "const" in node:
             const = node.pop("const")
             node.setdefault("type", _type_of_value(const))
             node["enum"] = [const]
-        kind = node.get("type")
-        if isinstance(kind, list):
+        kind = _schema_type(node)
+        if isinstance(kind, str):
+            node["type"] = kind
+        elif isinstance(kind, list):
             kinds = [k for k in kind if k != "null" and k in _SCHEMA_TYPES] or ["string"]
             node["type"] = kinds[0]
             if len(kinds) > 1:
@@ -2380,7 +2395,7 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
     elif kind == "json_schema":
         assert spec is not None
         schema = spec.get("schema") or {}
-        if schema.get("type", "object") != "object" or "anyOf" in schema or "oneOf" in schema:
+        if (_schema_type(schema) or "object") != "object" or "anyOf" in schema or "oneOf" in schema:
             plan.unwrap = "value"
             schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
         base = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else "structured_answer"
@@ -2537,6 +2552,21 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
     if isinstance(giga.get("model"), str):
         response["system_fingerprint"] = giga["model"]
     return response
+
+
+# ---- token counting -----------------------------------------------------------------
+
+
+def gigachat_texts(body: Dict[str, Any]) -> List[str]:
+    """What GigaChat's ``POST /tokens/count`` should count for a translated chat body:
+    each message's text, each function call and each function definition (as JSON)."""
+    texts = []  # type: List[str]
+    for message in body.get("messages") or ():
+        texts.append(message.get("content") or "")
+        if message.get("function_call"):
+            texts.append(json.dumps(message["function_call"], ensure_ascii=False))
+    texts.extend(json.dumps(function, ensure_ascii=False) for function in body.get("functions") or ())
+    return [text for text in texts if text]
 
 
 # ---- legacy completions and embeddings -------------------------------------------------
