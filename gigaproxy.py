@@ -1742,6 +1742,10 @@ _SCHEMA_TYPES = ("object", "array", "string", "number", "integer", "boolean", "n
 _SCHEMA_DROPPED_KEYS = ("$schema", "$id", "$comment", "$defs", "definitions", "$ref", "anyOf", "oneOf",
                         "allOf", "const", "discriminator", "$anchor", "$dynamicRef", "$dynamicAnchor",
                         "nullable", "propertyOrdering")  # the last two: Google's OpenAPI subset
+# Google's OpenAPI subset as google-genai puts it on the wire: some keywords in snake_case.
+_GOOGLE_SCHEMA_KEYS = (("any_of", "anyOf"), ("property_ordering", "propertyOrdering"), ("min_items", "minItems"),
+                       ("max_items", "maxItems"), ("min_length", "minLength"), ("max_length", "maxLength"),
+                       ("min_properties", "minProperties"), ("max_properties", "maxProperties"))
 
 
 class ToolNames:
@@ -1822,7 +1826,8 @@ def normalize_schema(schema: Any) -> Dict[str, Any]:
     ``["string", "null"]`` into ``"string"``, ``const`` into a one-value enum, non-string
     enums into a description, infers a missing ``type``, and gives every object
     ``properties``.  Google's OpenAPI subset is read too: upper-case types
-    (``STRING``, ``OBJECT``) and ``nullable`` (dropped, like ``null`` in a type list).
+    (``STRING``, ``OBJECT``), ``nullable`` (dropped, like ``null`` in a type list) and
+    the snake_case keywords google-genai sends (``any_of``, ``max_items``, ...).
     Property names and descriptions survive.
     """
     if not isinstance(schema, dict):
@@ -1882,6 +1887,9 @@ class _SchemaRewrite:
         if depth > SCHEMA_MAX_DEPTH or self.budget < 0:
             return _plain_object(node.get("description"), "nested too deeply to describe")
         node = dict(node)
+        for snake, camel in _GOOGLE_SCHEMA_KEYS:
+            if snake in node:
+                node.setdefault(camel, node.pop(snake))
         ref = node.pop("$ref", None)
         if isinstance(ref, str):
             target = self.resolve(ref)
@@ -2395,7 +2403,7 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
     elif kind == "json_schema":
         assert spec is not None
         schema = spec.get("schema") or {}
-        if (_schema_type(schema) or "object") != "object" or "anyOf" in schema or "oneOf" in schema:
+        if (_schema_type(schema) or "object") != "object" or {"anyOf", "any_of", "oneOf"} & set(schema):
             plan.unwrap = "value"
             schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
         base = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else "structured_answer"
