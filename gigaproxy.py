@@ -3173,9 +3173,14 @@ def _gemini_all_answered(calls: List[Dict[str, Any]]) -> None:
 
 def _gemini_messages(contents: Any) -> List[Dict[str, Any]]:
     """``contents`` as chat messages: ``model`` turns as assistant messages with their calls, ``user``
-    turns as tool messages (for their functionResponse parts) followed by a user message."""
+    turns as tool messages (for their functionResponse parts) followed by a user message.
+
+    Model turns in a row are one answer (google-genai's chat history keeps a streamed answer
+    as one model turn per chunk): they become one assistant message.
+    """
     messages = []  # type: List[Dict[str, Any]]
     calls = []  # type: List[Dict[str, Any]]  # the last model turn's calls, each answered once
+    answer = None  # type: Optional[Dict[str, Any]]  # the assistant message model turns in a row go into
     for i, content in enumerate(_gemini_list(contents, "contents")):
         where = "contents[%d]" % i
         parts = _gemini_parts(content, where)
@@ -3183,9 +3188,14 @@ def _gemini_messages(contents: Any) -> List[Dict[str, Any]]:
         if role == "model":
             _gemini_all_answered(calls)
             message, calls = _gemini_model_turn(parts)
-            if message is not None:
+            if message is not None and answer is not None:
+                answer["content"] += message.pop("content")
+                answer.update(message)
+            elif message is not None:
                 messages.append(message)
+                answer = message
             continue
+        answer = None
         if role not in ("user", "function", "tool"):
             raise bad_request("%s.role must be user or model (got %r)" % (where, role), where + ".role", "invalid_role")
         user = []  # type: List[Dict[str, Any]]

@@ -3,10 +3,14 @@ GenerateContentResponse, GigaChat stream -> Gemini chunks -> wire bytes, errors,
 embeddings and models.  No sockets, clocks or randomness.
 
 Expected values are written by hand from Google's Gemini API reference and
-/work/shared/agent-wire/gemini-cli.md (what Gemini CLI and google-genai send and need);
-``fixtures/gemini/gemini_cli_tool_loop.request.json`` is the recorded Gemini CLI request
-from that file, with the one placeholder string its trimming left among the function
-declarations removed.
+/work/shared/agent-wire/gemini-cli.md (what Gemini CLI and google-genai send and need).
+Inputs under ``fixtures/gemini/``: ``gemini_cli_tool_loop.request.json`` is the recorded
+Gemini CLI request from that file, with the one placeholder string its trimming left among
+the function declarations removed; ``google_genai_*.request.json`` are what google-genai
+3.6.1 (Python) put on the wire against a stand-in server: automatic function calling with a
+plain function, a Pydantic response schema beside a Schema-typed declaration (both with the
+snake_case keywords the SDK sends: ``any_of``, ``max_items``, ``property_ordering``), and a
+chat whose streamed first answer its history keeps as one model turn per chunk.
 """
 
 from __future__ import annotations
@@ -129,6 +133,76 @@ def test_chat_request_of_the_recorded_request() -> None:
     assert chat["messages"][3]["tool_call_id"] == call_id
     assert "write_file_1796541181499_0" not in json.dumps(chat)  # the CLI's id is not ours: not forwarded
     assert "topK" not in json.dumps(chat) and "top_k" not in chat
+
+
+def test_recorded_google_genai_automatic_function_calling() -> None:
+    """The SDK's second request: our call id echoed, the answer without an id, snake_case schema keys."""
+    body, _ = to_giga(load("google_genai_afc.request.json"))
+    assert body == {
+        "model": DEFAULT,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Moscow?"},
+            {"role": "assistant", "content": "", "function_call": {"name": "get_weather",
+                                                                   "arguments": {"city": "Moscow"}},
+             "functions_state_id": STATE},
+            {"role": "function", "name": "get_weather", "content": '{"result": {"temp": 3, "unit": "C"}}'},
+        ],
+        "temperature": 0.2,
+        "functions": [{"name": "get_weather", "description": "Current weather in a city.", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "default": None}},
+            "required": ["city"]}}],
+        "function_call": "auto",
+    }
+
+
+SCHEMA_ITEM = {
+    "type": "object", "title": "Item",
+    "properties": {
+        "name": {"maxLength": 10, "minLength": 1, "title": "Name", "type": "string"},
+        "tags": {"items": {"type": "string"}, "maxItems": 3, "title": "Tags", "type": "array"},
+        "color": {"enum": ["red", "blue"], "title": "Color", "type": "string"},
+        "either": {"title": "Either", "type": "integer", "description": "may also be: string"},
+        "note": {"title": "Note", "type": "string"},
+    },
+    "required": ["name", "tags", "color", "either"],
+}
+
+
+def test_recorded_google_genai_schemas() -> None:
+    request = load("google_genai_schemas.request.json")
+    assert gemini_include_thoughts(request)
+    body, plan = to_giga(request)
+    assert body["functions"] == [{"name": "lookup", "description": "Look up an item.", "parameters": {
+        "type": "object", "required": ["id"], "properties": {
+            "id": {"type": "string"}, "n": {"type": "integer", "description": "may also be: string"},
+            "ids": {"items": {"type": "string"}, "maxItems": 2, "type": "array"}}}}]
+    assert body["function_call"] == "none" and body["reasoning_effort"] == "low"
+    assert plan.output == "json_object"  # mode NONE: not even the answer function may be called (the chat path's rule)
+    del request["toolConfig"], request["tools"]
+    body, plan = to_giga(request)
+    assert plan.output == "json_schema" and body["function_call"] == {"name": plan.output_function}
+    assert body["functions"][0]["parameters"] == SCHEMA_ITEM
+
+
+def test_recorded_google_genai_chat_history() -> None:
+    """A streamed answer comes back as one model turn per chunk: one assistant message again."""
+    body, _ = to_giga(load("google_genai_chat_history.request.json"))
+    assert body["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."},
+                                {"role": "user", "content": "and?"}]
+
+
+def test_model_turns_in_a_row_end_in_the_call() -> None:
+    """A streamed answer with a call: text chunks, then the closing chunk with the text's end and the call."""
+    request = {"contents": [user({"text": "write it"}), model_turn({"text": "I will writ"}),
+                            model_turn({"text": "e it."}, call("write_file", {"p": "a"}, "call_" + STATE)),
+                            user(answer("write_file", {"output": "ok"}, "call_" + STATE))]}
+    body, _ = to_giga(request)
+    assert body["messages"][1:] == [
+        {"role": "assistant", "content": "I will write it.", "function_call": {"name": "write_file",
+                                                                               "arguments": {"p": "a"}},
+         "functions_state_id": STATE},
+        {"role": "function", "name": "write_file", "content": '{"output": "ok"}'}]
 
 
 def test_router_classifier_request() -> None:
@@ -506,6 +580,12 @@ def test_response_schema_that_is_not_an_object_is_wrapped() -> None:
     assert plan.output == "json_schema" and plan.unwrap == "value"
     assert body["functions"][0]["parameters"] == {"type": "object", "required": ["value"], "properties": {
         "value": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}}}}
+
+
+def test_response_schema_that_is_a_union_is_wrapped() -> None:
+    _, plan = to_giga({"contents": HELLO["contents"], "generationConfig": {
+        "responseMimeType": "application/json", "responseSchema": {"any_of": [{"type": "STRING"}, {"type": "INTEGER"}]}}})
+    assert plan.unwrap == "value"
 
 
 def test_response_json_schema_wins_over_response_schema() -> None:
