@@ -1955,7 +1955,12 @@ SCHEMA_MAX_NODES = 2000  # inlining references can multiply a schema; past this,
 _SCHEMA_FORMATS = ("date", "date-time", "time")  # the formats GigaChat accepts
 _SCHEMA_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 _SCHEMA_DROPPED_KEYS = ("$schema", "$id", "$comment", "$defs", "definitions", "$ref", "anyOf", "oneOf",
-                        "allOf", "const", "discriminator", "$anchor", "$dynamicRef", "$dynamicAnchor")
+                        "allOf", "const", "discriminator", "$anchor", "$dynamicRef", "$dynamicAnchor",
+                        "nullable", "propertyOrdering")  # the last two: Google's OpenAPI subset
+# Google's OpenAPI subset as google-genai puts it on the wire: some keywords in snake_case.
+_GOOGLE_SCHEMA_KEYS = (("any_of", "anyOf"), ("property_ordering", "propertyOrdering"), ("min_items", "minItems"),
+                       ("max_items", "maxItems"), ("min_length", "minLength"), ("max_length", "maxLength"),
+                       ("min_properties", "minProperties"), ("max_properties", "maxProperties"))
 
 
 class ToolNames:
@@ -2013,6 +2018,16 @@ class ToolNames:
         return safe
 
 
+def _schema_type(node: Dict[str, Any]) -> Any:
+    """A schema node's ``type``, lower-cased: Google's OpenAPI subset spells them ``STRING``, ``OBJECT``."""
+    kind = node.get("type")
+    if isinstance(kind, str):
+        return kind.lower()
+    if isinstance(kind, list):
+        return [k.lower() if isinstance(k, str) else k for k in kind]
+    return kind
+
+
 def normalize_schema(schema: Any) -> Dict[str, Any]:
     """A tool-parameter JSON Schema rewritten into the subset GigaChat accepts.
 
@@ -2025,7 +2040,10 @@ def normalize_schema(schema: Any) -> Dict[str, Any]:
     first non-null branch, naming the others in the description; turns
     ``["string", "null"]`` into ``"string"``, ``const`` into a one-value enum, non-string
     enums into a description, infers a missing ``type``, and gives every object
-    ``properties``.  Property names and descriptions survive.
+    ``properties``.  Google's OpenAPI subset is read too: upper-case types
+    (``STRING``, ``OBJECT``), ``nullable`` (dropped, like ``null`` in a type list) and
+    the snake_case keywords google-genai sends (``any_of``, ``max_items``, ...).
+    Property names and descriptions survive.
     """
     if not isinstance(schema, dict):
         return {"type": "object", "properties": {}}
@@ -2084,6 +2102,9 @@ class _SchemaRewrite:
         if depth > SCHEMA_MAX_DEPTH or self.budget < 0:
             return _plain_object(node.get("description"), "nested too deeply to describe")
         node = dict(node)
+        for snake, camel in _GOOGLE_SCHEMA_KEYS:
+            if snake in node:
+                node.setdefault(camel, node.pop(snake))
         ref = node.pop("$ref", None)
         if isinstance(ref, str):
             target = self.resolve(ref)
@@ -2102,15 +2123,17 @@ class _SchemaRewrite:
             variants = node.pop(union, None)
             if isinstance(variants, list):
                 options = [self.node(v, refs, depth + 1) for v in variants
-                           if not (isinstance(v, dict) and v.get("type") == "null")]
+                           if not (isinstance(v, dict) and _schema_type(v) == "null")]
                 if options:
                     self._union_into(node, options)
         if "const" in node:
             const = node.pop("const")
             node.setdefault("type", _type_of_value(const))
             node["enum"] = [const]
-        kind = node.get("type")
-        if isinstance(kind, list):
+        kind = _schema_type(node)
+        if isinstance(kind, str):
+            node["type"] = kind
+        elif isinstance(kind, list):
             kinds = [k for k in kind if k != "null" and k in _SCHEMA_TYPES] or ["string"]
             node["type"] = kinds[0]
             if len(kinds) > 1:
@@ -2636,7 +2659,7 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
     elif kind == "json_schema":
         assert spec is not None
         schema = spec.get("schema") or {}
-        if schema.get("type", "object") != "object" or "anyOf" in schema or "oneOf" in schema:
+        if (_schema_type(schema) or "object") != "object" or {"anyOf", "any_of", "oneOf"} & set(schema):
             plan.unwrap = "value"
             schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
         base = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else "structured_answer"
@@ -2797,6 +2820,34 @@ def to_openai_response(giga: Dict[str, Any], model: str, completion_id: str, cre
     if isinstance(giga.get("model"), str):
         response["system_fingerprint"] = giga["model"]
     return response
+
+
+# ---- token counting -----------------------------------------------------------------
+
+
+def gigachat_texts(body: Dict[str, Any]) -> List[str]:
+    """What GigaChat's ``POST /tokens/count`` should count for a translated chat body:
+    each message's text, each function call and each function definition (as JSON)."""
+    texts = []  # type: List[str]
+    for message in body.get("messages") or ():
+        texts.append(message.get("content") or "")
+        if message.get("function_call"):
+            texts.append(json.dumps(message["function_call"], ensure_ascii=False))
+    texts.extend(json.dumps(function, ensure_ascii=False) for function in body.get("functions") or ())
+    return [text for text in texts if text]
+
+
+def count_tokens_total(answer: Any) -> int:
+    """The tokens in a GigaChat /tokens/count answer (one entry per text), summed."""
+    if not isinstance(answer, list) or not all(isinstance(item, dict) and isinstance(item.get("tokens"), int)
+                                               for item in answer):
+        raise ProxyError(502, "GigaChat's token count has an unexpected shape", "api_error", "upstream_bad_response")
+    return sum(item["tokens"] for item in answer)
+
+
+def estimate_tokens(texts: List[str]) -> int:
+    """A rough token count (four characters a token) for when GigaChat cannot count."""
+    return sum((len(text) + 3) // 4 for text in texts)
 
 
 # ---- legacy completions and embeddings -------------------------------------------------
@@ -4018,19 +4069,6 @@ def anthropic_models_list(models: List[Dict[str, Any]], limit: Any = None, after
             "last_id": items[-1]["id"] if items else None}
 
 
-def gigachat_texts(body: Dict[str, Any]) -> List[str]:
-    """The texts of a GigaChat chat body that use up context: messages, function calls, functions."""
-    texts = []
-    for message in body.get("messages", []):
-        if message.get("content"):
-            texts.append(message["content"])
-        if message.get("function_call"):
-            texts.append(json.dumps(message["function_call"], ensure_ascii=False))
-    if body.get("functions"):
-        texts.append(json.dumps(body["functions"], ensure_ascii=False))
-    return texts
-
-
 def anthropic_count_input(request: Any, default_model: str = DEFAULT_MODEL, known_models: Tuple[str, ...] = (),
                           structured_output: str = "function", model_map: Tuple[Tuple[str, str], ...] = (),
                           ) -> Tuple[str, List[str]]:
@@ -4042,17 +4080,645 @@ def anthropic_count_input(request: Any, default_model: str = DEFAULT_MODEL, know
     return body["model"], gigachat_texts(body)
 
 
-def count_tokens_total(answer: Any) -> int:
-    """The tokens in a GigaChat /tokens/count answer (one entry per text), summed."""
-    if not isinstance(answer, list) or not all(isinstance(item, dict) and isinstance(item.get("tokens"), int)
-                                               for item in answer):
-        raise ProxyError(502, "GigaChat's token count has an unexpected shape", "api_error", "upstream_bad_response")
-    return sum(item["tokens"] for item in answer)
+# ---- Google Gemini ----
+# The Gemini API (generateContent and friends) as Gemini CLI and the google-genai SDKs speak it.  Google's
+# JSON parser takes camelCase and snake_case field names (its own curl examples use both), so both are read.
+
+GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "RESOURCE_EXHAUSTED", 403: "PERMISSION_DENIED",
+    404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+    500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}  # other statuses: INVALID_ARGUMENT below 500, INTERNAL from 500
+GEMINI_FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY",
+                         "tool_calls": "STOP", "function_call": "STOP"}
+# thinkingBudget -> reasoning effort: Google's own OpenAI-compatible API read backwards (its reasoning_effort
+# low is a budget of 1024 tokens, medium 8192, high 24576).  0 turns reasoning off; -1 (dynamic) leaves it
+# to GigaChat.
+GEMINI_THINKING_BUDGETS = ((1024, "low"), (8192, "medium"))
+GEMINI_THINKING_LEVELS = ("minimal", "low", "medium", "high")
+GEMINI_CHAT_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
+GEMINI_EMBEDDING_METHODS = ["embedContent", "batchEmbedContents"]
+GEMINI_OUTPUT_TOKEN_LIMIT = 8192  # GigaChat publishes none; a figure no client will be refused at
+_GEMINI_PATH = re.compile(r"(?:/v1beta|/v1)?/models(?:/([^/:]+)(?::([A-Za-z]+))?)?/?\Z")
+_CAMEL_HUMP = re.compile(r"([A-Z])")
 
 
-def estimate_tokens(texts: List[str]) -> int:
-    """A rough token count (four characters a token) for when GigaChat cannot count."""
-    return sum((len(text) + 3) // 4 for text in texts)
+def gemini_path(path: str) -> Optional[Tuple[str, str]]:
+    """(model, method) of a Gemini API path, or None for any other path.
+
+    ``/v1beta/models/gemini-2.5-pro:streamGenerateContent`` -> ``("gemini-2.5-pro",
+    "streamGenerateContent")``; ``/v1/models/x`` -> ``("x", "")``; ``/models`` -> ``("", "")``.
+    The ``/v1beta`` or ``/v1`` prefix is optional; the query string must already be cut off.
+    """
+    match = _GEMINI_PATH.match(urllib.parse.unquote(path))
+    if match is None:
+        return None
+    return match.group(1) or "", match.group(2) or ""
+
+
+def _gemini_field(obj: Dict[str, Any], name: str) -> Any:
+    """``obj[name]`` (camelCase), or the same field spelled in snake_case."""
+    value = obj.get(name)
+    if value is None:
+        value = obj.get(_CAMEL_HUMP.sub(r"_\1", name).lower())
+    return value
+
+
+def _gemini_list(value: Any, param: str) -> List[Any]:
+    """A repeated field: an array, or one object standing alone (Google's parser takes that too)."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    return _expect(value, (list,), param, "an array")
+
+
+def _gemini_parts(content: Any, where: str) -> List[Tuple[str, Dict[str, Any]]]:
+    """A Content's parts with their paths; thought parts (earlier turns' reasoning) are dropped."""
+    _expect(content, (dict,), where, "a Content object")
+    parts = []
+    for j, part in enumerate(_gemini_list(_gemini_field(content, "parts"), where + ".parts")):
+        path = "%s.parts[%d]" % (where, j)
+        if not _expect(part, (dict,), path, "a Part object").get("thought"):
+            parts.append((path, part))
+    return parts
+
+
+def _gemini_text(part: Dict[str, Any], path: str) -> Optional[str]:
+    text = _gemini_field(part, "text")
+    return None if text is None else _expect(text, (str,), path + ".text", "a string")
+
+
+def _gemini_base64(data: str) -> str:
+    """Standard, padded base64: Google also takes the URL-safe alphabet and missing padding."""
+    if "-" in data or "_" in data:
+        data = data.replace("-", "+").replace("_", "/")
+    return data + "=" * (-len(data) % 4)
+
+
+def _gemini_media(part: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
+    """An ``inlineData`` / ``fileData`` part as a chat content part: images as ``image_url`` (the
+    chat path checks them, uploads them and refuses URLs unless fetching is allowed), text files as text."""
+    inline = _gemini_field(part, "inlineData")
+    blob = inline if inline is not None else _gemini_field(part, "fileData")
+    if blob is None:
+        return None
+    path += ".inlineData" if inline is not None else ".fileData"
+    _expect(blob, (dict,), path, "an object")
+    mime = _gemini_field(blob, "mimeType")
+    if mime is None and inline is None:
+        mime = "image/"  # a file by URL with no type: taken for an image, which is all a URL can be here
+    mime = _expect(mime, (str,), path + ".mimeType", "a string").lower()
+    if inline is None and mime.startswith("image/"):
+        return {"type": "image_url", "image_url": {"url": _expect(
+            _gemini_field(blob, "fileUri"), (str,), path + ".fileUri", "a string")}}
+    if inline is not None and mime.startswith(("image/", "text/")):
+        data = _gemini_base64(_expect(_gemini_field(blob, "data"), (str,), path + ".data", "a base64 string"))
+        if mime.startswith("image/"):
+            return {"type": "image_url", "image_url": {"url": "data:%s;base64,%s" % (mime, data)}}
+        try:
+            return {"type": "text", "text": base64.b64decode(data, validate=True).decode("utf-8")}
+        except (binascii.Error, ValueError):
+            raise bad_request("%s.data is not base64-encoded UTF-8 text" % path, path + ".data", "invalid_value")
+    raise bad_request("%s.mimeType %s is not supported: GigaChat reads text and images (PNG, JPEG, TIFF, BMP)%s"
+                      % (path, mime, "" if inline is not None else "; a file by URL must be an image"),
+                      path + ".mimeType", "unsupported_content")
+
+
+def _gemini_text_only(content: Any, where: str, what: str) -> List[str]:
+    """The texts of a Content whose parts must all be text (``what`` names it in the error)."""
+    texts = []
+    for path, part in _gemini_parts(content, where):
+        text = _gemini_text(part, path)
+        if text is None:
+            raise bad_request("%s: %s takes text parts only" % (path, what), path, "unsupported_content")
+        texts.append(text)
+    return texts
+
+
+def _gemini_system(value: Any) -> str:
+    if value is None or isinstance(value, str):
+        return value or ""
+    return "\n".join(_gemini_text_only(value, "systemInstruction", "a system instruction"))
+
+
+def _gemini_model_turn(parts: List[Tuple[str, Dict[str, Any]]]) -> Tuple[Optional[Dict[str, Any]],
+                                                                          List[Dict[str, Any]]]:
+    """A ``model`` turn as an assistant message (None when nothing is left of it) and its calls."""
+    texts, calls, tool_calls = [], [], []  # type: List[str], List[Dict[str, Any]], List[Dict[str, Any]]
+    for path, part in parts:
+        text = _gemini_text(part, path)
+        call = _gemini_field(part, "functionCall")
+        if text is not None:
+            texts.append(text)  # pieces of one answer (a streamed one is echoed back in pieces): joined as they are
+        elif call is not None:
+            path += ".functionCall"
+            _expect(call, (dict,), path, "a FunctionCall object")
+            name = _expect(_gemini_field(call, "name"), (str,), path + ".name", "a string")
+            args = _gemini_field(call, "args")
+            call_id = _gemini_field(call, "id")
+            if call_id is not None:
+                _expect(call_id, (str,), path + ".id", "a string")
+            # Our ids (``call_<functions_state_id>``) are kept for the chat path to read the state id from;
+            # any other id (Gemini CLI's ``write_file_<ms>_0``) or none: the call's path stands in for it.
+            ours = state_id_from_call_id(call_id) and all(c["id"] != call_id for c in calls)
+            calls.append({"id": call_id, "name": name, "path": path, "chat_id": call_id if ours else path,
+                          "answered": False})
+            tool_calls.append({"id": calls[-1]["chat_id"], "type": "function", "function": {
+                "name": name, "arguments": _expect(args if args is not None else {}, (dict,), path + ".args",
+                                                   "an object")}})
+        elif _gemini_field(part, "functionResponse") is not None:
+            raise bad_request("%s: a functionResponse belongs in a user turn" % path, path, "invalid_value")
+        else:
+            log.debug("Gemini request: %s left out (GigaChat's history holds the model's text and calls)", path)
+    if not "".join(texts) and not calls:
+        return None, calls
+    message = {"role": "assistant", "content": "".join(texts)}  # type: Dict[str, Any]
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message, calls
+
+
+def _gemini_tool_result(response: Any, path: str, calls: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """A ``functionResponse`` as the chat path's tool message for the call it answers: the open call
+    with the same id, else the first open call with the same name."""
+    _expect(response, (dict,), path, "a FunctionResponse object")
+    name = _gemini_field(response, "name")
+    if name is not None:
+        _expect(name, (str,), path + ".name", "a string")
+    response_id = _gemini_field(response, "id")
+    open_calls = [call for call in calls if not call["answered"]]
+    match = next((c for c in open_calls if response_id and c["id"] == response_id), None) \
+        or next((c for c in open_calls if c["name"] == name), None)
+    if match is None:
+        raise bad_request("%s (%s) answers no open functionCall of the model turn before it" % (path, name),
+                          path, "unmatched_tool_result")
+    match["answered"] = True
+    result = _gemini_field(response, "response")
+    if _gemini_field(response, "parts"):
+        log.debug("Gemini request: %s.parts left out (GigaChat takes a function's result as JSON)", path)
+    return {"role": "tool", "tool_call_id": match["chat_id"], "content": json.dumps(
+        _expect(result if result is not None else {}, (dict,), path + ".response", "an object"), ensure_ascii=False)}
+
+
+def _gemini_all_answered(calls: List[Dict[str, Any]]) -> None:
+    for call in calls:
+        if not call["answered"]:
+            raise bad_request("%s (%s) has no functionResponse in the user turn after it" % (call["path"], call["name"]),
+                              call["path"], "missing_tool_result")
+
+
+def _gemini_messages(contents: Any) -> List[Dict[str, Any]]:
+    """``contents`` as chat messages: ``model`` turns as assistant messages with their calls, ``user``
+    turns as tool messages (for their functionResponse parts) followed by a user message.
+
+    Model turns in a row are one answer (google-genai's chat history keeps a streamed answer
+    as one model turn per chunk): they become one assistant message.
+    """
+    messages = []  # type: List[Dict[str, Any]]
+    calls = []  # type: List[Dict[str, Any]]  # the last model turn's calls, each answered once
+    answer = None  # type: Optional[Dict[str, Any]]  # the assistant message model turns in a row go into
+    for i, content in enumerate(_gemini_list(contents, "contents")):
+        where = "contents[%d]" % i
+        parts = _gemini_parts(content, where)
+        role = _gemini_field(content, "role") or "user"
+        if role == "model":
+            _gemini_all_answered(calls)
+            message, calls = _gemini_model_turn(parts)
+            if message is not None and answer is not None:
+                answer["content"] += message.pop("content")
+                answer.update(message)
+            elif message is not None:
+                messages.append(message)
+                answer = message
+            continue
+        answer = None
+        if role not in ("user", "function", "tool"):
+            raise bad_request("%s.role must be user or model (got %r)" % (where, role), where + ".role", "invalid_role")
+        user = []  # type: List[Dict[str, Any]]
+        for path, part in parts:
+            response = _gemini_field(part, "functionResponse")
+            text = _gemini_text(part, path)
+            if response is not None:
+                messages.append(_gemini_tool_result(response, path + ".functionResponse", calls))
+            elif text is not None:
+                user.append({"type": "text", "text": text})
+            elif _gemini_field(part, "functionCall") is not None:
+                raise bad_request("%s: a functionCall belongs in a model turn" % path, path, "invalid_value")
+            else:
+                media = _gemini_media(part, path)
+                if media is not None:
+                    user.append(media)
+                else:
+                    log.debug("Gemini request: %s left out (no text, image or function response in it)", path)
+        if user:
+            _gemini_all_answered(calls)
+            messages.append({"role": "user", "content": user})
+    _gemini_all_answered(calls)
+    return messages
+
+
+def _gemini_tools(request: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``tools[].functionDeclarations`` as chat tools; Google's built-in tools are left out."""
+    tools = []
+    for i, tool in enumerate(_gemini_list(_gemini_field(request, "tools"), "tools")):
+        where = "tools[%d]" % i
+        _expect(tool, (dict,), where, "a Tool object")
+        for j, declaration in enumerate(_gemini_list(_gemini_field(tool, "functionDeclarations"),
+                                                     where + ".functionDeclarations")):
+            path = "%s.functionDeclarations[%d]" % (where, j)
+            _expect(declaration, (dict,), path, "a FunctionDeclaration object")
+            function = {"name": _expect(_gemini_field(declaration, "name"), (str,), path + ".name", "a string")}
+            description = _gemini_field(declaration, "description")
+            if description is not None:
+                function["description"] = _expect(description, (str,), path + ".description", "a string")
+            for key in ("parametersJsonSchema", "parameters"):  # JSON Schema, or Google's OpenAPI subset
+                schema = _gemini_field(declaration, key)
+                if schema is not None:
+                    function["parameters"] = _expect(schema, (dict,), "%s.%s" % (path, key), "a schema object")
+                    break
+            tools.append({"type": "function", "function": function})
+        builtin = sorted(key for key in tool if key not in ("functionDeclarations", "function_declarations"))
+        if builtin:
+            log.debug("Gemini request: %s: %s left out (GigaChat cannot run Google's built-in tools)",
+                      where, ", ".join(builtin))
+    return tools
+
+
+def _gemini_tool_choice(request: Dict[str, Any], tools: List[Dict[str, Any]]) -> Tuple[Any, List[Dict[str, Any]]]:
+    """``toolConfig.functionCallingConfig`` as the chat ``tool_choice`` (None: auto) and the tools it allows."""
+    config = _gemini_field(request, "toolConfig")
+    calling = _gemini_field(_expect(config, (dict,), "toolConfig", "an object"), "functionCallingConfig") \
+        if config is not None else None
+    if calling is None:
+        return None, tools
+    where = "toolConfig.functionCallingConfig"
+    _expect(calling, (dict,), where, "an object")
+    mode = _expect(_gemini_field(calling, "mode") or "AUTO", (str,), where + ".mode", "a string").upper()
+    if mode in ("AUTO", "MODE_UNSPECIFIED", "VALIDATED"):  # VALIDATED: GigaChat has no constrained decoding
+        return None, tools
+    if mode == "NONE":
+        return "none", tools
+    if mode != "ANY":
+        raise bad_request("%s.mode must be AUTO, ANY, NONE or VALIDATED (got %r)" % (where, mode), where + ".mode")
+    allowed = _gemini_field(calling, "allowedFunctionNames")
+    if not allowed:
+        return "required", tools
+    declared = [tool["function"]["name"] for tool in tools]
+    for k, name in enumerate(_expect(allowed, (list,), where + ".allowedFunctionNames", "an array of names")):
+        if name not in declared:
+            raise bad_request("%s.allowedFunctionNames[%d] %r is not among the functionDeclarations"
+                              % (where, k, name), "%s.allowedFunctionNames[%d]" % (where, k))
+    if len(set(allowed)) == 1:
+        return {"type": "function", "function": {"name": allowed[0]}}, tools
+    return "required", [tool for tool in tools if tool["function"]["name"] in allowed]
+
+
+def _gemini_reasoning(thinking: Any) -> Optional[str]:
+    """``thinkingConfig`` as a chat ``reasoning_effort`` (None: GigaChat's default)."""
+    where = "generationConfig.thinkingConfig"
+    _expect(thinking, (dict,), where, "an object")
+    level = _gemini_field(thinking, "thinkingLevel")
+    budget = _gemini_field(thinking, "thinkingBudget")
+    if level is not None:
+        level = _expect(level, (str,), where + ".thinkingLevel", "a string").lower()
+        if level in GEMINI_THINKING_LEVELS:
+            return level
+        if level != "thinking_level_unspecified":
+            raise bad_request("%s.thinkingLevel must be MINIMAL, LOW, MEDIUM or HIGH (got %r)" % (where, level),
+                              where + ".thinkingLevel")
+    elif budget is not None:
+        _expect(budget, (int,), where + ".thinkingBudget", "an integer")
+        if budget == 0:
+            return "none"
+        if budget > 0:
+            return next((effort for limit, effort in GEMINI_THINKING_BUDGETS if budget <= limit), "high")
+    return None
+
+
+def _gemini_generation(config: Any, chat: Dict[str, Any]) -> None:
+    """``generationConfig`` into the chat request; what GigaChat has no use for is ignored."""
+    if config is None:
+        return
+    where = "generationConfig"
+    _expect(config, (dict,), where, "an object")
+    for key, chat_key, what in (("temperature", "temperature", (int, float)), ("topP", "top_p", (int, float)),
+                                ("maxOutputTokens", "max_tokens", (int,)), ("candidateCount", "n", (int,))):
+        value = _gemini_field(config, key)
+        if value is not None:  # the chat path checks the ranges
+            chat[chat_key] = _expect(value, what, "%s.%s" % (where, key), "a number" if float in what else "an integer")
+    stops = _gemini_field(config, "stopSequences")
+    if stops is not None:
+        for k, stop in enumerate(_expect(stops, (list,), where + ".stopSequences", "an array of strings")):
+            _expect(stop, (str,), "%s.stopSequences[%d]" % (where, k), "a string")
+        stops = list(dict.fromkeys(stop for stop in stops if stop))
+        if len(stops) > MAX_STOP_SEQUENCES:  # Google takes 5; the chat path, OpenAI's 4
+            raise bad_request("%s.stopSequences: gigaproxy emulates at most %d stop sequences (got %d)"
+                              % (where, MAX_STOP_SEQUENCES, len(stops)), where + ".stopSequences")
+        if stops:
+            chat["stop"] = stops
+    mime = _gemini_field(config, "responseMimeType")
+    if mime is not None:
+        mime = _expect(mime, (str,), where + ".responseMimeType", "a string").lower()
+        if mime not in ("text/plain", "application/json"):
+            raise bad_request("%s.responseMimeType must be text/plain or application/json (got %r)" % (where, mime),
+                              where + ".responseMimeType", "unsupported_value")
+    schema_key = "responseJsonSchema" if _gemini_field(config, "responseJsonSchema") is not None else "responseSchema"
+    schema = _gemini_field(config, schema_key)
+    if schema is not None:  # JSON Schema or Google's OpenAPI subset: the chat path normalises either
+        chat["response_format"] = {"type": "json_schema", "json_schema": {
+            "schema": _expect(schema, (dict,), "%s.%s" % (where, schema_key), "a schema object")}}
+    elif mime == "application/json":
+        chat["response_format"] = {"type": "json_object"}
+    thinking = _gemini_field(config, "thinkingConfig")
+    effort = _gemini_reasoning(thinking) if thinking is not None else None
+    if effort is not None:
+        chat["reasoning_effort"] = effort
+
+
+def gemini_to_chat(request: Dict[str, Any], model: str) -> Dict[str, Any]:
+    """A Gemini ``GenerateContentRequest`` as an OpenAI chat-completions request.
+
+    ``model`` comes from the URL path.  ``systemInstruction`` (whatever its role) is the
+    system message; ``model`` turns are assistant messages, their ``functionCall`` parts
+    tool calls; a ``user`` turn's ``functionResponse`` parts answer them (by id when the
+    call carried ours, else by name in order, as Gemini CLI re-labels calls) and its
+    text, ``inlineData`` and ``fileData`` parts make a user message.  Thought parts and
+    thought signatures are dropped.  Tools, tool config and ``generationConfig`` map
+    onto their chat fields; ``stream`` is for the caller to set.
+    """
+    _expect(request, (dict,), "body", "a JSON object")
+    system = _gemini_system(_gemini_field(request, "systemInstruction"))
+    messages = _gemini_messages(_gemini_field(request, "contents"))
+    if not messages:
+        raise bad_request("contents must hold at least one turn with text, an image or a function call",
+                          "contents", "empty_array")
+    chat = {"model": model, "messages": ([{"role": "system", "content": system}] if system else []) + messages}
+    choice, tools = _gemini_tool_choice(request, _gemini_tools(request))
+    if tools:
+        chat["tools"] = tools
+        if choice is not None:
+            chat["tool_choice"] = choice
+    _gemini_generation(_gemini_field(request, "generationConfig"), chat)
+    ignored = [key for key in ("cachedContent", "safetySettings", "labels") if _gemini_field(request, key) is not None]
+    if ignored:
+        log.debug("Gemini request: %s ignored", ", ".join(ignored))
+    return chat
+
+
+def gemini_include_thoughts(request: Any) -> bool:
+    """Whether the client asked for thought parts (``generationConfig.thinkingConfig.includeThoughts``)."""
+    config = _gemini_field(request, "generationConfig") if isinstance(request, dict) else None
+    thinking = _gemini_field(config, "thinkingConfig") if isinstance(config, dict) else None
+    return isinstance(thinking, dict) and _gemini_field(thinking, "includeThoughts") is True
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def _gemini_call_part(call: Dict[str, Any]) -> Dict[str, Any]:
+    """A chat tool call as a ``functionCall`` part: args an object, never a string."""
+    function = call["function"]
+    try:
+        args = json.loads(function["arguments"])
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise ProxyError(502, "GigaChat called %s with arguments that are not a JSON object" % function["name"],
+                         "api_error", "upstream_bad_response")
+    return {"functionCall": {"name": function["name"], "args": args, "id": call["id"]}}
+
+
+def _gemini_candidate(parts: List[Dict[str, Any]], finish: Optional[str], index: int) -> Dict[str, Any]:
+    content = {"role": "model"}  # type: Dict[str, Any]
+    if parts:
+        content["parts"] = parts
+    candidate = {"content": content, "index": index}  # type: Dict[str, Any]
+    if finish:
+        candidate["finishReason"] = GEMINI_FINISH_REASONS.get(finish, "OTHER")
+    return candidate
+
+
+def _gemini_response(candidates: List[Dict[str, Any]], usage: Optional[Dict[str, Any]], model_version: str,
+                     response_id: str) -> Dict[str, Any]:
+    """A GenerateContentResponse; ``usage`` is the chat usage (None: not known)."""
+    response = {"candidates": candidates}  # type: Dict[str, Any]
+    if usage is not None:
+        thoughts = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+        metadata = {"promptTokenCount": usage["prompt_tokens"],
+                    "candidatesTokenCount": usage["completion_tokens"] - thoughts,
+                    "totalTokenCount": usage["total_tokens"]}
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        if cached:
+            metadata["cachedContentTokenCount"] = cached
+        if thoughts:
+            metadata["thoughtsTokenCount"] = thoughts
+        response["usageMetadata"] = metadata
+    response["modelVersion"] = model_version
+    response["responseId"] = response_id
+    return response
+
+
+def chat_to_gemini(chat_response: Dict[str, Any], model_version: str, response_id: str,
+                   include_thoughts: bool) -> Dict[str, Any]:
+    """An OpenAI ``chat.completion`` (one candidate per choice) as a Gemini GenerateContentResponse."""
+    candidates = []
+    for choice in chat_response["choices"]:
+        message = choice["message"]
+        parts = []  # type: List[Dict[str, Any]]
+        if include_thoughts and message.get("reasoning_content"):
+            parts.append({"text": message["reasoning_content"], "thought": True})
+        if message.get("content"):
+            parts.append({"text": message["content"]})
+        parts.extend(_gemini_call_part(call) for call in message.get("tool_calls") or ())
+        candidates.append(_gemini_candidate(parts, choice["finish_reason"], choice["index"]))
+    return _gemini_response(candidates, chat_response.get("usage"), model_version, response_id)
+
+
+class GeminiStream:
+    """OpenAI ``chat.completion.chunk`` dicts in, Gemini stream chunks out as ``("", data)`` pairs.
+
+    Each chunk with text, reasoning (when thoughts were asked for) becomes a
+    GenerateContentResponse at once.  The closing chunk carries ``finishReason`` and
+    ``usageMetadata``; it goes out when the usage chunk arrives (build the
+    StreamTranslator with ``include_usage``) or at ``finish()``.  Clients need it to
+    carry a part too: google-genai's chat history drops a turn with a chunk that has no
+    part or an empty text, so the last character of the text so far is always held
+    back for it, and function calls (GigaChat sends a call whole, with its finish) ride
+    in it.  ``fail(error)`` ends the stream with Google's error envelope as its last chunk.
+    """
+
+    def __init__(self, model_version: str, response_id: str, include_thoughts: bool) -> None:
+        self.model_version = model_version
+        self.response_id = response_id
+        self.include_thoughts = include_thoughts
+        self._held = ""  # the last character of the text so far
+        self._calls = []  # type: List[Dict[str, Any]]  # functionCall parts, sent with the closing chunk
+        self._finish = None  # type: Optional[str]
+        self._usage = None  # type: Optional[Dict[str, Any]]
+        self._closed = False
+
+    def _chunk(self, parts: List[Dict[str, Any]], finish: Optional[str] = None) -> Tuple[str, Dict[str, Any]]:
+        return "", _gemini_response([_gemini_candidate(parts, finish, 0)], self._usage if finish else None,
+                                    self.model_version, self.response_id)
+
+    def feed(self, chunk: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+        if self._closed:
+            return []
+        if chunk.get("usage"):
+            self._usage = chunk["usage"]
+        out = []
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            parts = []  # type: List[Dict[str, Any]]
+            if self.include_thoughts and delta.get("reasoning_content"):
+                parts.append({"text": delta["reasoning_content"], "thought": True})
+            if delta.get("content"):
+                text = self._held + delta["content"]
+                self._held = text[-1]
+                if len(text) > 1:
+                    parts.append({"text": text[:-1]})
+            self._calls.extend(_gemini_call_part(call) for call in delta.get("tool_calls") or ())
+            if parts:
+                out.append(self._chunk(parts))
+            self._finish = choice["finish_reason"] or self._finish
+        if self._finish and self._usage is not None:
+            out.extend(self.finish())
+        return out
+
+    def finish(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """The closing chunk (once; nothing after it)."""
+        if self._closed:
+            return []
+        self._closed = True
+        parts = ([{"text": self._held}] if self._held else []) + self._calls
+        return [self._chunk(parts, self._finish or "stop")]
+
+    def fail(self, error: ProxyError) -> List[Tuple[str, Dict[str, Any]]]:
+        """The held text, then the error as the stream's last chunk (Google's envelope); nothing
+        once the closing chunk is out, as a complete answer must not end in an error."""
+        if self._closed:
+            return []
+        self._closed = True
+        out = [self._chunk([{"text": self._held}])] if self._held else []
+        out.append(("", gemini_error(error)[1]))
+        return out
+
+
+def _gemini_json(data: Any) -> bytes:
+    """One-line JSON with U+2028/U+2029 escaped: a JavaScript regex's ``.`` stops at them."""
+    text = compact_json(data)
+    if "\u2028" in text or "\u2029" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text.encode("utf-8")
+
+
+def gemini_sse(events: List[Tuple[str, Dict[str, Any]]]) -> bytes:
+    """Gemini's server-sent events: exactly ``data: <JSON on one line>`` and a blank line each.
+
+    No ``event:`` or comment lines and no ``[DONE]``: the JS SDK's parser (Gemini CLI)
+    stalls on anything else.
+    """
+    return b"".join(b"data: " + _gemini_json(data) + b"\r\n\r\n" for _, data in events)
+
+
+def gemini_json_array(events: List[Tuple[str, Dict[str, Any]]]) -> bytes:
+    """``streamGenerateContent`` without ``alt=sse``: one JSON array of all the chunks."""
+    return b"[" + b",".join(_gemini_json(data) for _, data in events) + b"]"
+
+
+def gemini_error(exc: ProxyError) -> Tuple[int, Dict[str, Any], Dict[str, str]]:
+    """(status, body, headers) of an error in Google's envelope ``{"error": {code, message, status}}``.
+
+    A Retry-After in seconds also goes in as a ``google.rpc.RetryInfo`` detail, which
+    Gemini CLI waits for before it retries.
+    """
+    status = GEMINI_STATUSES.get(exc.status) or ("INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL")
+    error = {"code": exc.status, "message": exc.message, "status": status}  # type: Dict[str, Any]
+    retry_after = next((value for name, value in exc.headers.items() if name.lower() == "retry-after"), "").strip()
+    if _DIGITS.match(retry_after):
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_after + "s"}]
+    return exc.status, {"error": error}, dict(exc.headers)
+
+
+# -- countTokens, embeddings, models -----------------------------------------------------
+
+
+def gemini_count_request(request: Dict[str, Any], model: str) -> Dict[str, Any]:
+    """A ``countTokens`` body as the chat request whose GigaChat translation is counted
+    (``gigachat_texts``): its ``generateContentRequest``, or its ``contents``."""
+    _expect(request, (dict,), "body", "a JSON object")
+    inner = _gemini_field(request, "generateContentRequest")
+    if inner is not None:
+        return gemini_to_chat(_expect(inner, (dict,), "generateContentRequest", "an object"), model)
+    return gemini_to_chat({"contents": _gemini_field(request, "contents")}, model)
+
+
+def gemini_count_response(answer: Any) -> Dict[str, Any]:
+    """GigaChat's ``tokens/count`` answer (one count per text) as Google's ``{"totalTokens": n}``."""
+    return {"totalTokens": count_tokens_total(answer)}
+
+
+def gemini_embed_request(request: Dict[str, Any], batch: bool) -> Tuple[List[str], Optional[int]]:
+    """The texts of an ``embedContent`` (one) or ``batchEmbedContents`` (one per request) body,
+    and the ``outputDimensionality`` asked for (None: any)."""
+    _expect(request, (dict,), "body", "a JSON object")
+    if batch:
+        items = _expect(_gemini_field(request, "requests"), (list,), "requests", "an array of EmbedContentRequest")
+        if not items:
+            raise bad_request("requests must not be empty", "requests", "empty_array")
+        prefixes = ["requests[%d]." % i for i in range(len(items))]
+    else:
+        items, prefixes = [request], [""]
+    texts, sizes = [], set()
+    for item, prefix in zip(items, prefixes):
+        _expect(item, (dict,), prefix[:-1] or "body", "an EmbedContentRequest object")
+        pieces = _gemini_text_only(_gemini_field(item, "content"), prefix + "content", "an embedding")
+        if not "".join(pieces):
+            raise bad_request("%scontent has no text; GigaChat cannot embed an empty string" % prefix,
+                              prefix + "content")
+        texts.append("\n".join(pieces))
+        size = _gemini_field(item, "outputDimensionality")
+        if size is not None:
+            sizes.add(_expect(size, (int,), prefix + "outputDimensionality", "an integer"))
+    if len(sizes) > 1:
+        raise bad_request("the requests ask for different outputDimensionality values", "requests")
+    return texts, (sizes.pop() if sizes else None)
+
+
+def gemini_embed_response(vectors: List[List[float]], batch: bool) -> Dict[str, Any]:
+    if batch:
+        return {"embeddings": [{"values": vector} for vector in vectors]}
+    return {"embedding": {"values": vectors[0]}}
+
+
+def gemini_model(model_id: str) -> Dict[str, Any]:
+    """A model the proxy lists, in Google's Model shape."""
+    embedder = bool(resolve_embeddings_model(model_id, ""))
+    target = MODEL_ALIASES.get(model_id, model_id)
+    if embedder:
+        limits = (512 if model_id == "Embeddings" else 4096, 1)
+    else:  # the GigaChat 2 line and newer advertise 128k tokens; the first line 32k
+        limits = (131072 if re.search(r"-[2-9]", target) else 32768, GEMINI_OUTPUT_TOKEN_LIMIT)
+    return {"name": "models/" + model_id, "baseModelId": model_id, "displayName": model_id,
+            "description": "%s through gigaproxy" % target, "inputTokenLimit": limits[0],
+            "outputTokenLimit": limits[1],
+            "supportedGenerationMethods": list(GEMINI_EMBEDDING_METHODS if embedder else GEMINI_CHAT_METHODS)}
+
+
+def gemini_models(model_ids: List[str]) -> Dict[str, Any]:
+    """``GET /models`` in Google's shape (everything on one page)."""
+    return {"models": [gemini_model(model_id) for model_id in model_ids]}
+
+
+def gemini_model_info(model_ids: List[str], name: str) -> Dict[str, Any]:
+    """``GET /models/{name}`` in Google's shape (``name`` with or without ``models/``); 404 if not listed."""
+    if name.startswith("models/"):
+        name = name[len("models/"):]
+    if name not in model_ids:
+        raise ProxyError(404, "models/%s is not found; GET /v1beta/models lists the models" % name,
+                         "invalid_request_error", "model_not_found", "model")
+    return gemini_model(name)
 
 
 # ==== HTTP handler ====

@@ -8,13 +8,14 @@ end of its test, and the fake must have recorded no internal error.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import os
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -119,6 +120,38 @@ gigaproxy.build_ssl_context = _shared_ssl_context
 def build_ssl_context_uncached() -> Any:
     """gigaproxy.build_ssl_context itself, for tests about what a new context holds."""
     return _real_build_ssl_context
+
+
+@contextlib.contextmanager
+def log_arrival(caplog: Any, *texts: str) -> Iterator[threading.Event]:
+    """An Event set once caplog has captured a record whose message contains every one of ``texts``.
+
+    A line logged by another thread (a background refresh, the handler that writes the
+    access line after its answer has left) is not in ``caplog.records`` just because an
+    earlier effect of that thread was seen: wait for this event, then assert on the records.
+    It is set by caplog's own handler right after it stored the record, so once it is set
+    the record is in ``caplog.records`` whatever the order of handlers.  Only records
+    captured inside the ``with`` block count.
+    """
+    handler = caplog.handler
+    arrived = threading.Event()
+    previous = handler.__dict__.get("emit")
+    emit = handler.emit
+
+    def emit_and_notify(record: logging.LogRecord) -> None:
+        emit(record)
+        message = record.getMessage()
+        if all(text in message for text in texts):
+            arrived.set()
+
+    handler.emit = emit_and_notify
+    try:
+        yield arrived
+    finally:
+        if previous is None:
+            del handler.emit
+        else:
+            handler.emit = previous
 
 
 def clean_env(**extra: str) -> Dict[str, str]:

@@ -978,7 +978,7 @@ def test_count_tokens_input() -> None:
     assert texts[:3] == ["Be brief.", "Weather in Paris and the time in UTC?", "Checking both."]
     assert json.loads(texts[3]) == {"name": "get_weather", "arguments": {"city": "Paris"}}
     assert texts[4] == '{"result": "21C"}'
-    assert json.loads(texts[-1])[0]["name"] == "get_weather" and len(texts) == 8
+    assert json.loads(texts[-1])["name"] == "get_weather" and len(texts) == 8  # each function by itself
     assert count_tokens_total([{"object": "tokens", "tokens": 3, "characters": 9},
                                {"object": "tokens", "tokens": 4, "characters": 12}]) == 7
     assert estimate_tokens(["abcd", "abcde"]) == 3

@@ -349,8 +349,8 @@ def test_starts_and_answers_health(launch, workdir):
     running, port = _start(launch, workdir)
     conn = get_health(port)
     conn.close()
+    running.kill()  # and its readers have read all it wrote (the /health access line comes after the answer)
     assert KEY not in running.stderr_text
-    running.kill()
 
 
 @POSIX_SIGNALS
@@ -374,8 +374,8 @@ def test_python_dash_m_serves_the_same(launch, workdir):
     running = launch(["--host", "127.0.0.1", "--port", "0"], good_env(PYTHONPATH=ROOT), workdir, module=True)
     port = int(running.wait_for(LISTENING).group(1))
     get_health(port).close()
+    running.kill()  # and its readers have read all it wrote
     assert "is not next to gigaproxy.py" not in running.stderr_text  # the bundled root is found beside the file
-    running.kill()
 
 
 def test_dot_env_in_working_directory_is_used(launch, workdir):
@@ -383,8 +383,8 @@ def test_dot_env_in_working_directory_is_used(launch, workdir):
     env = clean_env(**UNREACHABLE)  # no credentials in the environment
     running, port = _start(launch, workdir, env)
     get_health(port).close()
+    running.kill()  # and its readers have read all it wrote
     assert KEY not in running.stderr_text
-    running.kill()
 
 
 def test_same_start_without_dot_env_fails(workdir):

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import gigaproxy
-from conftest import sse_payloads
+from conftest import log_arrival, sse_payloads
 
 HELLO = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -627,12 +627,16 @@ def test_health_does_not_call_upstream(proxy, fake):
 
 def test_access_log_has_one_line_per_request_and_no_secret(proxy, fake, caplog):
     caplog.set_level(logging.INFO, logger="gigaproxy")
-    proxy.chat(HELLO, headers={"Authorization": "Bearer sk-client-secret", "X-Request-ID": "rid-42"})
-    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    sock.sendall(b"GET /v1/nope\x1b[31m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    while sock.recv(65536):
-        pass
-    sock.close()
+    # An access line is written after its answer has left: having the answer is not having the line.
+    with log_arrival(caplog, "/v1/chat/completions", "upstream_id=") as chat_logged, \
+            log_arrival(caplog, "/v1/nope", "upstream_id=") as nope_logged:
+        proxy.chat(HELLO, headers={"Authorization": "Bearer sk-client-secret", "X-Request-ID": "rid-42"})
+        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        sock.sendall(b"GET /v1/nope\x1b[31m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while sock.recv(65536):
+            pass
+        sock.close()
+        assert chat_logged.wait(10) and nope_logged.wait(10), "an access line was never logged"
     lines = [r.getMessage() for r in caplog.records if r.name == "gigaproxy"]
     chat_lines = [line for line in lines if "/v1/chat/completions" in line]
     assert len(chat_lines) == 1

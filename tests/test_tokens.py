@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 import pytest
 
 import gigaproxy
-from conftest import fake_env
+from conftest import fake_env, log_arrival
 from fake_gigachat import CLIENT_CERT, CLIENT_KEY, FakeGigaChat
 
 HELLO = {"model": "GigaChat-2", "messages": [{"role": "user", "content": "hi"}]}
@@ -124,8 +124,11 @@ def test_a_failed_refresh_ahead_is_logged_and_retried_later(make_config, fake, c
     first = tokens.get()
     clock.now += fake.token_lifetime - 30
     fake.add_fault("status", path="/api/v2/oauth", status=503)
-    assert tokens.get() == first
-    wait_for_refresh(tokens, 2)
+    with log_arrival(caplog, "could not refresh the GigaChat token") as warned:
+        assert tokens.get() == first
+        wait_for_refresh(tokens, 2)
+        # The refresh thread logs its warning after it has published the failed fetch: wait for the line itself.
+        assert warned.wait(10), "the failed refresh was never logged"
     assert any("could not refresh the GigaChat token" in r.getMessage() for r in caplog.records)
     assert tokens.get() == first and tokens.fetches == 2  # not again at once...
     clock.now += gigaproxy.TOKEN_RETRY_SECONDS

@@ -39,9 +39,10 @@ def start_workers(fake, tmp_path):
                 port.append(int(match.group(1)))
                 found.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     assert found.wait(20), "".join(lines)
-    return process, port[0], lines
+    return process, port[0], lines, reader
 
 
 def ask(port):
@@ -56,7 +57,7 @@ def ask(port):
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_two_workers_share_the_port_and_stop_together(fake, tmp_path, stop_signal):
-    process, port, lines = start_workers(fake, tmp_path)
+    process, port, lines, reader = start_workers(fake, tmp_path)
     try:
         statuses = [ask(port)[0] for _ in range(40)]  # "listening" is logged only once both listen
         assert statuses == [200] * 40
@@ -66,6 +67,10 @@ def test_two_workers_share_the_port_and_stop_together(fake, tmp_path, stop_signa
     finally:
         if process.poll() is None:
             process.kill()
+    # The workers write each access line after its answer, and the reader thread may still be behind
+    # when the parent has exited: the output is complete only once the reader has seen its end.
+    reader.join(20)
+    assert not reader.is_alive(), "stderr still open after the parent exited"
     text = "".join(lines)
     assert "Traceback" not in text
     pids = set(re.findall(r"\[(\d+)\] INFO 127\.0\.0\.1 POST", text))
