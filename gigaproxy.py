@@ -2837,6 +2837,15 @@ def gigachat_texts(body: Dict[str, Any]) -> List[str]:
     return [text for text in texts if text]
 
 
+def count_input(chat: Dict[str, Any], default_model: str = DEFAULT_MODEL, known_models: Tuple[str, ...] = (),
+                structured_output: str = "function", model_map: Tuple[Tuple[str, str], ...] = (),
+                ) -> Tuple[str, List[str]]:
+    """What counting a chat request's tokens takes: (GigaChat model, the texts of its translation)."""
+    chat = {key: value for key, value in chat.items() if key not in ("stream", "stream_options", "n")}
+    body, _ = translate_chat_request(chat, default_model, known_models, structured_output, model_map)
+    return body["model"], gigachat_texts(body)
+
+
 def count_tokens_total(answer: Any) -> int:
     """The tokens in a GigaChat /tokens/count answer (one entry per text), summed."""
     if not isinstance(answer, list) or not all(isinstance(item, dict) and isinstance(item.get("tokens"), int)
@@ -4073,17 +4082,15 @@ def anthropic_count_input(request: Any, default_model: str = DEFAULT_MODEL, know
                           structured_output: str = "function", model_map: Tuple[Tuple[str, str], ...] = (),
                           ) -> Tuple[str, List[str]]:
     """A count_tokens request as (GigaChat model, texts for GigaChat's /tokens/count)."""
-    chat = anthropic_to_chat(request, require_max_tokens=False)
-    chat.pop("stream", None)
-    chat.pop("stream_options", None)
-    body, _ = translate_chat_request(chat, default_model, known_models, structured_output, model_map)
-    return body["model"], gigachat_texts(body)
+    return count_input(anthropic_to_chat(request, require_max_tokens=False), default_model, known_models,
+                       structured_output, model_map)
 
 
 # ---- Google Gemini ----
 # The Gemini API (generateContent and friends) as Gemini CLI and the google-genai SDKs speak it.  Google's
 # JSON parser takes camelCase and snake_case field names (its own curl examples use both), so both are read.
 
+GEMINI_ACTIONS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
 GEMINI_STATUSES = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "RESOURCE_EXHAUSTED", 403: "PERMISSION_DENIED",
     404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
@@ -4535,8 +4542,9 @@ def chat_to_gemini(chat_response: Dict[str, Any], model_version: str, response_i
     return _gemini_response(candidates, chat_response.get("usage"), model_version, response_id)
 
 
-class GeminiStream:
-    """OpenAI ``chat.completion.chunk`` dicts in, Gemini stream chunks out as ``("", data)`` pairs.
+class GeminiStream(ChatStream):
+    """OpenAI ``chat.completion.chunk`` dicts in, Gemini stream chunks out as ``("", data)`` pairs
+    (a stream adapter: see ChatStream; ``encode`` is gemini_sse).
 
     Each chunk with text, reasoning (when thoughts were asked for) becomes a
     GenerateContentResponse at once.  The closing chunk carries ``finishReason`` and
@@ -4603,6 +4611,9 @@ class GeminiStream:
         out = [self._chunk([{"text": self._held}])] if self._held else []
         out.append(("", gemini_error(error)[1]))
         return out
+
+    def encode(self, events: List[Tuple[str, Any]]) -> bytes:
+        return gemini_sse(events)
 
 
 def _gemini_json(data: Any) -> bytes:
@@ -5053,7 +5064,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._linger = 0  # body bytes to read and discard after an early answer
         path = urllib.parse.urlsplit(self.path).path
         self.server.request_started()
-        self._errors = ROUTE_ERRORS.get(_route_key(path), openai_error)  # even a refused key: in the route's dialect
+        self._gemini_route = self._gemini_path(path)
+        self._errors = gemini_error if self._gemini_route else ROUTE_ERRORS.get(_route_key(path), openai_error)
+        # (even a refused key is answered in the route's dialect)
         try:
             self.set_socket_timeout(CLIENT_WRITE_TIMEOUT)  # for writing; body reads re-arm it
             self._check_api_key(path)
@@ -5086,7 +5099,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         expected = self.server.config.api_key
         if not expected or path.rstrip("/") in ("/health", "/v1/health"):
             return
-        supplied = self.headers.get("x-api-key") or self.headers.get("api-key") or ""
+        supplied = self.headers.get("x-api-key") or self.headers.get("api-key") or self._google_key() or ""
         authorization = self.headers.get("Authorization") or ""
         if authorization[:7].lower() == "bearer ":
             supplied = authorization[7:].strip()
@@ -5095,7 +5108,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not hmac.compare_digest(supplied.encode("utf-8", "replace"), expected.encode("utf-8")):
             self._discard_body()
             raise ProxyError(401, "missing or wrong API key: send GIGAPROXY_API_KEY as 'Authorization: Bearer "
-                             "<key>' or 'x-api-key'", "authentication_error", "invalid_api_key",
+                             "<key>', 'x-api-key' or 'x-goog-api-key'", "authentication_error", "invalid_api_key",
                              headers={"WWW-Authenticate": "Bearer"})
 
     def _drain(self, size: int) -> None:
@@ -5133,7 +5146,40 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # -- routing ------------------------------------------------------------------------
 
+    def _gemini_path(self, path: str) -> Optional[Tuple[str, str]]:
+        """(model, method) when the request is for the Gemini API, else None.
+
+        ``/v1beta/...`` and ``/models/{model}:{method}`` are Gemini's alone; ``/v1/models``
+        (the google-genai SDK's default version) is Gemini's for a request that
+        authenticates the Google way (``x-goog-api-key`` or ``?key=``), OpenAI's otherwise.
+        """
+        found = gemini_path(path)
+        if found is None or (found[1] == "" and not path.startswith("/v1beta") and self._google_key() is None):
+            return None
+        return found
+
+    def _google_key(self) -> Optional[str]:
+        """The key a Google client sends: ``x-goog-api-key``, or ``?key=`` in the URL."""
+        key = self.headers.get("x-goog-api-key")
+        if key is None and "key=" in self.path:
+            key = (urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("key") or [None])[0]
+        return key
+
     def _route(self, path: str) -> Tuple[Callable[..., None], Tuple[Any, ...]]:
+        if self._gemini_route is not None:
+            model, action = self._gemini_route
+            self._route_name = "/models/{model}:" + action if action else "/models (gemini)"
+            allowed = ("GET",) if action == "" else ("POST",) if action in GEMINI_ACTIONS else ()
+            if not allowed:
+                self._discard_body()
+                raise ProxyError(404, "no method %r in gigaproxy's Gemini API (it serves %s)"
+                                 % (_printable(action, 40), ", ".join(GEMINI_ACTIONS)), "invalid_request_error",
+                                 "not_found")
+            if ("GET" if self.command == "HEAD" else self.command) not in allowed:
+                self._discard_body()
+                raise ProxyError(405, "method %s is not allowed here (use %s)" % (self.command, allowed[0]),
+                                 "invalid_request_error", "method_not_allowed", headers={"Allow": allowed[0]})
+            return self._gemini, (model, action)
         path = _route_key(path)
         method = "GET" if self.command == "HEAD" else self.command
         if path.startswith("/models/") and len(path) > len("/models/"):
@@ -5370,21 +5416,63 @@ class Handler(http.server.BaseHTTPRequestHandler):
         request = self._read_json()
         config = self.server.config
         self._response_headers["request-id"] = "req_" + os.urandom(12).hex()
-        model, texts = anthropic_count_input(request, config.model, self.server.upstream.known_model_ids(),
-                                             config.structured_output, config.model_map)
+        self._send_json(200, {"input_tokens": self._count_tokens(
+            anthropic_count_input(request, config.model, self.server.upstream.known_model_ids(),
+                                  config.structured_output, config.model_map))})
+
+    def _gemini(self, model: str, method: str) -> None:
+        """The Gemini API (Gemini CLI, the google-genai SDKs): ``/v1beta/models/{model}:{method}``."""
+        if method == "":
+            ids = [item["id"] for item in self._model_objects()]
+            self._send_json(200, gemini_model_info(ids, model) if model else gemini_models(ids))
+        elif method in ("generateContent", "streamGenerateContent"):
+            self._gemini_generate(model, method == "streamGenerateContent")
+        elif method == "countTokens":
+            config = self.server.config
+            self._send_json(200, {"totalTokens": self._count_tokens(count_input(
+                gemini_count_request(self._read_json(), model), config.model, self.server.upstream.known_model_ids(),
+                config.structured_output, config.model_map))})
+        else:  # embedContent, batchEmbedContents (the router let no other method through)
+            batch = method == "batchEmbedContents"
+            texts, dimensions = gemini_embed_request(self._read_json(), batch)
+            vectors, _ = self._embed(texts, resolve_embeddings_model(model, self.server.config.embeddings_model),
+                                     dimensions, "outputDimensionality")
+            self._send_json(200, gemini_embed_response(vectors, batch))
+
+    def _gemini_generate(self, model: str, stream: bool) -> None:
+        request = self._read_json()
+        chat = gemini_to_chat(request, model)
+        thoughts = gemini_include_thoughts(request)
+        response_id = os.urandom(12).hex()
+        sse = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("alt") == ["sse"]
+        if stream and sse:
+            chat["stream"] = True
+            chat["stream_options"] = {"include_usage": True}  # the closing chunk reports usage
+        # Without alt=sse a stream is one JSON array of chunks: one chunk holding the whole answer is one.
+        self._serve_chat([chat], lambda response, n: ([chat_to_gemini(response, self._model, response_id, thoughts)]
+                                                      if stream else
+                                                      chat_to_gemini(response, self._model, response_id, thoughts)),
+                         lambda client_model: GeminiStream(self._model, response_id, thoughts))
+
+    def _count_tokens(self, counted: Tuple[str, List[str]]) -> int:
+        """Tokens of (GigaChat model, texts) as GigaChat counts them; estimated (a DEBUG line
+        says so) when it cannot."""
+        model, texts = counted
         self._model = model
+        if not texts:
+            return 0
         try:
             answer, exchange = self.server.upstream.call("POST", "/tokens/count", {"model": model, "input": texts},
                                                          self._forwarded_headers())
             self._upstream_id = exchange.header("x-request-id") or "-"
-            count = count_tokens_total(answer)
+            return count_tokens_total(answer)
         except ProxyError as exc:
             count = estimate_tokens(texts)
-            log.debug("count_tokens: GigaChat could not count (%s); estimated %d tokens", exc.message, count)
-        self._send_json(200, {"input_tokens": count})
+            log.debug("token count: GigaChat could not count (%s); estimated %d tokens", exc.message, count)
+            return count
 
     def _serve_chat(self, requests: List[Dict[str, Any]],
-                    respond: Optional[Callable[[Dict[str, Any], int], Dict[str, Any]]] = None,
+                    respond: Optional[Callable[[Dict[str, Any], int], Any]] = None,
                     stream: Callable[[str], Any] = lambda model: ChatStream()) -> None:
         """Answer chat requests through the chat core, in a dialect's shapes.
 
@@ -5473,6 +5561,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         request = self._read_json()
         config = self.server.config
         texts, model, encoding, dimensions = embeddings_request(request, config.embeddings_model, config.tiktoken_dir)
+        vectors, tokens = self._embed(texts, model, dimensions, "dimensions")
+        self._send_json(200, to_embeddings_response(vectors, request.get("model") or model, tokens, encoding))
+
+    def _embed(self, texts: List[str], model: str, dimensions: Optional[int], param: str
+               ) -> Tuple[List[List[float]], int]:
+        """GigaChat's vectors for ``texts`` (in batches it takes) and the tokens it counted;
+        a size other than ``dimensions`` (the field ``param``) is a 400."""
         self._model = model
         vectors, tokens = [], 0  # type: List[List[float]], int
         for batch in embedding_batches(texts):
@@ -5483,9 +5578,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             vectors.extend(batch_vectors)
             tokens += batch_tokens
         if dimensions is not None and vectors and len(vectors[0]) != dimensions:
-            raise bad_request("dimensions=%d is not available: %s returns %d-dimensional vectors"
-                              % (dimensions, model, len(vectors[0])), "dimensions", "unsupported_value")
-        self._send_json(200, to_embeddings_response(vectors, request.get("model") or model, tokens, encoding))
+            raise bad_request("%s=%d is not available: %s returns %d-dimensional vectors"
+                              % (param, dimensions, model, len(vectors[0])), param, "unsupported_value")
+        return vectors, tokens
 
     def _balance(self) -> None:
         answer, _ = self.server.upstream.call("GET", "/balance", None, self._forwarded_headers())
