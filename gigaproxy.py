@@ -5062,6 +5062,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         self._stream_started = False
         self._linger = 0  # body bytes to read and discard after an early answer
+        self._body_taken = False  # the request's body was read (or set aside): it cannot pass for a request
         path = urllib.parse.urlsplit(self.path).path
         self.server.request_started()
         self._gemini_route = self._gemini_path(path)
@@ -5082,6 +5083,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             log.exception("internal error while serving %s %s", self.command, _printable(path))
             self._render_error(ProxyError(500, "internal error in gigaproxy; see its log", "api_error", "internal_error"))
         finally:
+            if not self._body_taken:  # a route that reads no body (GET /v1/models with a Content-Length)
+                self._discard_body()
             if self._linger:
                 self._drain(self._linger)
             if self.server.draining:
@@ -5214,7 +5217,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return None if length is None else int(length)
 
     def _discard_body(self) -> None:
-        """Keep the connection usable after refusing a request that carried a body."""
+        """Keep the connection usable after refusing (or not needing) a request's body:
+        read and drop a small one, close after a large or chunked one."""
+        self._body_taken = True
         length = self._declared_length()
         if self.headers.get("Transfer-Encoding") or (length or 0) > 65536:
             self._linger = -1 if length is None else length  # read after answering, then close
@@ -5232,6 +5237,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         """The request body (Content-Length or chunked), within the size limit and deadline."""
+        self._body_taken = True
         try:
             return self._read_body_unguarded()
         except socket.timeout:
@@ -5975,6 +5981,7 @@ def serve(server: GigaProxyServer) -> None:
             pass
         server.draining = True
         server.socket.close()  # stop accepting; requests in flight go on
+        server.close_idle_connections()  # keep-alive clients waiting for nothing: closed now
         log.info("stopping: waiting up to %g s for requests in flight (GIGAPROXY_SHUTDOWN_GRACE)",
                  server.config.shutdown_grace)
         try:

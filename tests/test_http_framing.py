@@ -132,6 +132,25 @@ def test_finding1_reported_smuggling_example_gets_one_400_and_a_close(proxy, fak
     assert len([r for r in fake.requests if r.path.endswith("/tokens/count")]) == before
 
 
+def test_a_body_on_a_route_that_reads_none_never_passes_for_the_next_request(proxy, fake):
+    """GET /v1/models with a Content-Length (or chunked) body that holds a request: a front proxy
+    sees one request; gigaproxy must not read the body as a second one (CL.0 smuggling)."""
+    for label, head in [("Content-Length", b"GET /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                         % len(SMUGGLED)),
+                        ("chunked", b"GET /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")]:
+        body = SMUGGLED if label == "Content-Length" else chunked(SMUGGLED)
+        conn = Conn(proxy.port)
+        try:
+            conn.send(head + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = conn.reply()
+            assert first.status == 200 and first.json()["object"] == "list", (label, first)
+            if not first.closes:  # kept open: the next answer is the health check's, not the hidden request's
+                second = conn.reply()
+                assert second.status == 200 and second.json()["status"] == "ok", (label, second)
+        finally:
+            conn.close()
+
+
 SMUGGLING_BODY = chunked(HELLO_BYTES) + SMUGGLED  # chunked: a request follows; by its length: one request
 CL = ("Content-Length", len(SMUGGLING_BODY))
 
