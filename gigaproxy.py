@@ -1806,6 +1806,16 @@ def _expect(value: Any, types: Tuple[type, ...], param: str, what: str) -> Any:
     return value
 
 
+def _integer(request: Dict[str, Any], key: str, low: int, high: int) -> Optional[int]:
+    value = request.get(key)
+    if value is None:
+        return None
+    _expect(value, (int,), key, "an integer")
+    if not low <= value <= high:
+        raise bad_request("%s must be from %d to %d (got %d)" % (key, low, high, value), key)
+    return value
+
+
 def _number(request: Dict[str, Any], key: str, low: float, high: float, low_open: bool = False) -> Optional[float]:
     value = request.get(key)
     if value is None:
@@ -2538,6 +2548,19 @@ _CHAT_FIELDS = frozenset((
 REASONING_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
 
+def _reasoning_effort(value: Any, param: str) -> Optional[str]:
+    """GigaChat's reasoning_effort for a client's effort (``param`` names the field); None for
+    none or no effort: the model decides."""
+    if value is None:
+        return None
+    _expect(value, (str,), param, "a string")
+    if value.lower() == "none":
+        return None
+    if value.lower() not in REASONING_EFFORTS:
+        raise bad_request("%s must be low, medium or high (got %r)" % (param, value), param)
+    return REASONING_EFFORTS[value.lower()]
+
+
 def to_gigachat_request(request: Dict[str, Any], default_model: str = DEFAULT_MODEL,
                         known_models: Tuple[str, ...] = (), structured_output: str = "function",
                         model_map: Tuple[Tuple[str, str], ...] = ()) -> Dict[str, Any]:
@@ -2585,11 +2608,8 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         if options.get("include_usage") is not None:
             _expect(options["include_usage"], (bool,), "stream_options.include_usage", "a boolean")
 
-    n = request.get("n")
+    n = _integer(request, "n", 1, MAX_CHOICES)
     if n is not None:
-        _expect(n, (int,), "n", "an integer")
-        if not 1 <= n <= MAX_CHOICES:
-            raise bad_request("n must be from 1 to %d (got %d)" % (MAX_CHOICES, n), "n")
         if n > 1 and body.get("stream"):
             raise bad_request("n > 1 cannot be streamed: send stream false, or one request per choice", "n",
                               "unsupported_value")
@@ -2611,11 +2631,8 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         body["top_p"] = top_p
 
     for key in ("max_completion_tokens", "max_tokens"):
-        value = request.get(key)
+        value = _integer(request, key, 1, MAX_TOKENS_LIMIT)
         if value is not None:
-            _expect(value, (int,), key, "an integer")
-            if not 1 <= value <= MAX_TOKENS_LIMIT:
-                raise bad_request("%s must be from 1 to %d (got %d)" % (key, MAX_TOKENS_LIMIT, value), key)
             body.setdefault("max_tokens", value)
 
     penalty = _number(request, "repetition_penalty", 0, 1e6, low_open=True)
@@ -2626,13 +2643,9 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         body["update_interval"] = interval
     if request.get("profanity_check") is not None:
         body["profanity_check"] = _expect(request["profanity_check"], (bool,), "profanity_check", "a boolean")
-    effort = request.get("reasoning_effort")
+    effort = _reasoning_effort(request.get("reasoning_effort"), "reasoning_effort")
     if effort is not None:
-        _expect(effort, (str,), "reasoning_effort", "a string")
-        if effort.lower() not in REASONING_EFFORTS and effort.lower() != "none":
-            raise bad_request("reasoning_effort must be low, medium or high (got %r)" % effort, "reasoning_effort")
-        if effort.lower() in REASONING_EFFORTS:
-            body["reasoning_effort"] = REASONING_EFFORTS[effort.lower()]
+        body["reasoning_effort"] = effort
 
     functions, function_call, required = _translate_tools(request, tools, names)
     for fn, function in zip(tools, functions):
