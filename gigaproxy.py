@@ -1910,6 +1910,35 @@ def _content_text(content: Any, param: str, images: Optional[List[ImageRef]] = N
     return "\n".join(texts)
 
 
+def _tool_result_parts(call_id: str, parts: List[Dict[str, Any]]) -> Tuple[str, List[Dict[str, Any]]]:
+    """A tool result given as chat parts (text and image_url): the text of its tool message, and
+    its images, each labelled, as parts of the user message that follows the results (GigaChat
+    takes images in user messages only; _one_image_each() splits them).  For the dialects whose
+    tool results carry images."""
+    text = "\n".join(p["text"] for p in parts if p["type"] == "text")
+    images = [p for p in parts if p["type"] == "image_url"]
+    if images:
+        text += "%s[%d image(s) in the next message]" % ("\n" if text else "", len(images))
+    labelled = []  # type: List[Dict[str, Any]]
+    for image in images:
+        labelled.extend([{"type": "text", "text": "[image from the result of %s]" % call_id}, image])
+    return text, labelled
+
+
+def _one_image_each(parts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Chat user messages holding ``parts`` in order, each with one image at most (GigaChat's rule)."""
+    messages = []  # type: List[Dict[str, Any]]
+    current = []  # type: List[Dict[str, Any]]
+    for part in parts:
+        if part["type"] == "image_url" and any(p["type"] == "image_url" for p in current):
+            messages.append({"role": "user", "content": current})
+            current = []
+        current.append(part)
+    if current or not messages:
+        messages.append({"role": "user", "content": current})
+    return messages
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError("%s is not JSON" % name)
 
@@ -3612,20 +3641,6 @@ def _anthropic_parts(block: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
                       where + ".type", "unsupported_content")
 
 
-def _one_image_each(parts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Chat user messages holding ``parts`` in order, each with one image at most (GigaChat's rule)."""
-    messages = []  # type: List[Dict[str, Any]]
-    current = []  # type: List[Dict[str, Any]]
-    for part in parts:
-        if part["type"] == "image_url" and any(p["type"] == "image_url" for p in current):
-            messages.append({"role": "user", "content": current})
-            current = []
-        current.append(part)
-    if current or not messages:
-        messages.append({"role": "user", "content": current})
-    return messages
-
-
 def anthropic_tool_id(call_id: str) -> str:
     """The Anthropic ``toolu_`` id for a chat tool call id (GigaChat's state id stays inside)."""
     if call_id.startswith(_TOOL_CALL_ID_PREFIX):
@@ -3643,16 +3658,10 @@ def _anthropic_tool_result(block: Dict[str, Any], where: str) -> Tuple[Dict[str,
     elif content is not None:
         for j, item in enumerate(_anthropic_blocks(content, where + ".content")):
             parts.extend(_anthropic_parts(item, "%s.content[%d]" % (where, j)))
-    text = "\n".join(p["text"] for p in parts if p["type"] == "text")
-    images = [p for p in parts if p["type"] == "image_url"]
-    if images:  # GigaChat takes images in user messages only: they follow the results
-        text += "%s[%d image(s) in the next message]" % ("\n" if text else "", len(images))
+    text, labelled = _tool_result_parts(tool_id, parts)
     is_error = block.get("is_error")
     if is_error is not None and _expect(is_error, (bool,), where + ".is_error", "a boolean"):
         text = json.dumps({"error": text}, ensure_ascii=False)
-    labelled = []  # type: List[Dict[str, Any]]
-    for image in images:
-        labelled.extend([{"type": "text", "text": "[image from the result of %s]" % tool_id}, image])
     return {"role": "tool", "tool_call_id": tool_id, "content": text}, labelled
 
 
