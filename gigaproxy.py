@@ -3539,7 +3539,8 @@ class CompletionStream(ChatStream):
 
 # ==== Dialects ====
 # APIs other than OpenAI chat, each an adapter around the chat core: its request becomes a chat
-# request, chat answers and chunks become its shapes.  Pure, as Translation: no I/O, ids are parameters.
+# request, chat answers and chunks become its shapes.  Pure, as Translation: no I/O, ids are parameters
+# (the one exception, the Responses store, says so).
 
 # ---- Anthropic Messages (Claude Code, the anthropic SDK) -------------------------------
 
@@ -4759,7 +4760,7 @@ def gemini_model_info(model_ids: List[str], name: str) -> Dict[str, Any]:
 # conversation passed in), chat_to_responses() a ``response`` object of a chat answer, and
 # ResponsesStream the Responses stream events of chat chunks.  Tool names: a function in a
 # ``namespace`` tool is offered to GigaChat as ``namespace__name``; a ``custom`` (freeform) tool
-# as a function of one string argument, ``input``.
+# as a function of one string argument, ``input``.  ResponseStore keeps finished responses.
 
 # Tool types only OpenAI's servers can run: left out of what GigaChat is offered (as are unknown types).
 RESPONSES_HOSTED_TOOLS = frozenset({
@@ -4784,6 +4785,8 @@ _RESPONSES_ACCEPTED_FIELDS = (
 # Item id prefixes, as OpenAI's ids start (items the client sent without an id get one).
 _RESPONSES_ITEM_PREFIXES = {"message": "msg", "reasoning": "rs", "function_call": "fc", "function_call_output": "fco",
                             "custom_tool_call": "ctc", "custom_tool_call_output": "ctco"}
+DEFAULT_RESPONSE_STORE_ENTRIES = 1000  # responses kept for previous_response_id, GET and DELETE
+DEFAULT_RESPONSE_STORE_SECONDS = 24 * 3600.0  # how long one is kept after it was stored
 
 
 class ResponsesTools:
@@ -5482,6 +5485,248 @@ def input_items_page(items: List[Dict[str, Any]], after: Optional[str] = None, l
     page = ordered[:count]
     return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
             "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > count}
+
+
+# ---- the store of responses ----
+
+
+class ResponseStore:
+    """Finished responses and their input, for ``previous_response_id``, ``item_reference``,
+    ``GET`` and ``DELETE`` (in memory: one process).
+
+    At most ``max_entries`` responses, the least recently used evicted first, each kept
+    ``max_age`` seconds after it was stored (``clock`` tells the time; tests pass their own).
+    A response is kept as JSON text with its input items and the conversation before it
+    (``history``), so ``conversation(id)`` is whole even after earlier responses are gone,
+    and nothing a caller does to what it got changes what is kept.  Thread-safe: one lock
+    guards the records.  This is state and the clock, unlike the rest of the section.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_RESPONSE_STORE_ENTRIES,
+                 max_age: float = DEFAULT_RESPONSE_STORE_SECONDS, clock: Callable[[], float] = time.time) -> None:
+        if max_entries < 1 or max_age <= 0:
+            raise ValueError("a response store needs room for one response and a lifetime above 0")
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()
+        # response id -> (stored at, response, input, history, its item ids); least recently used first
+        self._records = collections.OrderedDict()  # type: collections.OrderedDict
+        self._items = {}  # type: Dict[str, Tuple[str, str]]  # item id -> (response id, item)
+
+    def put(self, response: Dict[str, Any], input_items: List[Dict[str, Any]], history: Any = ()) -> None:
+        """Keep a finished response, the input items it answered and the conversation before them."""
+        items = {}  # type: Dict[str, str]
+        for item in list(input_items) + list(response.get("output") or []):
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                items[item["id"]] = compact_json(item)
+        self._put(response["id"], compact_json(response), compact_json(list(input_items)),
+                  compact_json(list(history)), items)
+
+    def get(self, response_id: str) -> Optional[Dict[str, Any]]:
+        record = self._load(response_id)
+        return json.loads(record[0]) if record else None
+
+    def input_items(self, response_id: str) -> Optional[List[Dict[str, Any]]]:
+        record = self._load(response_id)
+        return json.loads(record[1]) if record else None
+
+    def conversation(self, response_id: str) -> Optional[List[Dict[str, Any]]]:
+        """The items up to and including the response's output: the ``history`` a request
+        that continues it (``previous_response_id``) needs."""
+        record = self._load(response_id)
+        if record is None:
+            return None
+        return json.loads(record[2]) + json.loads(record[1]) + (json.loads(record[0]).get("output") or [])
+
+    def items(self, item_ids: List[str]) -> Dict[str, Dict[str, Any]]:
+        """The stored input and output items among ``item_ids``, by id (for ``item_reference``)."""
+        return {item_id: json.loads(text) for item_id, text in self._load_items(item_ids).items()}
+
+    def delete(self, response_id: str) -> bool:
+        with self._lock:
+            return self._drop(response_id)
+
+    # -- what a store keeps where: in memory here; SQLiteResponseStore overrides these --
+
+    def _put(self, response_id: str, response: str, input_items: str, history: str, items: Dict[str, str]) -> None:
+        with self._lock:
+            now = self.clock()
+            self._drop(response_id)
+            for old in [key for key, record in self._records.items() if now - record[0] > self.max_age]:
+                self._drop(old)
+            self._records[response_id] = (now, response, input_items, history, tuple(items))
+            for item_id, text in items.items():
+                self._items[item_id] = (response_id, text)
+            while len(self._records) > self.max_entries:
+                self._drop(next(iter(self._records)))
+
+    def _load(self, response_id: str) -> Optional[Tuple[str, str, str]]:
+        """(response, input items, history) as JSON text, or None; counts as a use."""
+        with self._lock:
+            record = self._records.get(response_id)
+            if record is None:
+                return None
+            if self.clock() - record[0] > self.max_age:
+                self._drop(response_id)
+                return None
+            self._records.move_to_end(response_id)
+            return record[1], record[2], record[3]
+
+    def _load_items(self, item_ids: List[str]) -> Dict[str, str]:
+        with self._lock:
+            now = self.clock()
+            found = {}
+            for item_id in item_ids:
+                owner = self._items.get(item_id)
+                record = self._records.get(owner[0]) if owner else None
+                if owner and record and now - record[0] <= self.max_age:
+                    found[item_id] = owner[1]
+            return found
+
+    def _drop(self, response_id: str) -> bool:
+        """Forget one response and the items it holds (the lock is held)."""
+        record = self._records.pop(response_id, None)
+        if record is None:
+            return False
+        for item_id in record[4]:
+            if self._items.get(item_id, ("",))[0] == response_id:
+                del self._items[item_id]
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def close(self) -> None:
+        """Nothing to release in memory (SQLiteResponseStore closes its connection)."""
+
+
+RESPONSE_STORE_FILENAME = "responses.sqlite3"
+_RESPONSE_STORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, stored REAL NOT NULL, used INTEGER NOT NULL,
+                                      response TEXT NOT NULL, input TEXT NOT NULL, history TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS responses_used ON responses (used);
+CREATE INDEX IF NOT EXISTS responses_stored ON responses (stored);
+CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, response TEXT NOT NULL, item TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS items_response ON items (response);
+"""
+
+
+class SQLiteResponseStore(ResponseStore):
+    """A ResponseStore in a SQLite file, so that ``--workers N`` processes share it: any worker
+    continues a response another one made.
+
+    The parent makes the file's private directory (``make_private_dir()``) before it forks
+    and removes it at exit (``remove_private_dir()``); each process opens its own connection
+    on first use (a connection must not cross a fork).  SQLite's file locks serialize writers
+    across processes; one lock per object serializes this process's threads on its one
+    connection.  Least recently used is a counter in the file, shared by all processes.
+    """
+
+    def __init__(self, path: str, max_entries: int = DEFAULT_RESPONSE_STORE_ENTRIES,
+                 max_age: float = DEFAULT_RESPONSE_STORE_SECONDS, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(max_entries, max_age, clock)
+        self.path = path
+        self._connection = None  # type: Any
+        self._pid = 0
+
+    def _db(self) -> Any:
+        """This process's connection (the lock is held)."""
+        if self._connection is None or self._pid != os.getpid():
+            import sqlite3
+            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_RESPONSE_STORE_SCHEMA)
+            self._connection, self._pid = connection, os.getpid()
+        return self._connection
+
+    def _write(self, steps: Callable[[Any], Any]) -> Any:
+        """Run ``steps(connection)`` in one write transaction (the lock is held)."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = steps(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    @staticmethod
+    def _forget(db: Any, where: str, args: Tuple[Any, ...]) -> int:
+        """Delete the responses ``where`` selects, and their items; how many went."""
+        db.execute("DELETE FROM items WHERE response IN (SELECT id FROM responses WHERE %s)" % where, args)
+        return db.execute("DELETE FROM responses WHERE %s" % where, args).rowcount
+
+    def _put(self, response_id: str, response: str, input_items: str, history: str, items: Dict[str, str]) -> None:
+        def steps(db: Any) -> None:
+            now = self.clock()
+            self._forget(db, "id = ? OR stored < ?", (response_id, now - self.max_age))
+            used = db.execute("SELECT COALESCE(MAX(used), 0) + 1 FROM responses").fetchone()[0]
+            db.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+                       (response_id, now, used, response, input_items, history))
+            db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)",
+                           [(item_id, response_id, text) for item_id, text in items.items()])
+            self._forget(db, "id IN (SELECT id FROM responses ORDER BY used DESC LIMIT -1 OFFSET ?)",
+                         (self.max_entries,))
+
+        with self._lock:
+            self._write(steps)
+
+    def _load(self, response_id: str) -> Optional[Tuple[str, str, str]]:
+        def steps(db: Any) -> Optional[Tuple[str, str, str]]:
+            row = db.execute("SELECT stored, response, input, history FROM responses WHERE id = ?",
+                             (response_id,)).fetchone()
+            if row is None:
+                return None
+            if self.clock() - row[0] > self.max_age:
+                self._forget(db, "id = ?", (response_id,))
+                return None
+            db.execute("UPDATE responses SET used = (SELECT MAX(used) + 1 FROM responses) WHERE id = ?",
+                       (response_id,))
+            return row[1], row[2], row[3]
+
+        with self._lock:
+            return self._write(steps)
+
+    def _load_items(self, item_ids: List[str]) -> Dict[str, str]:
+        found = {}  # type: Dict[str, str]
+        with self._lock:
+            db = self._db()
+            for item_id in item_ids:
+                row = db.execute("SELECT items.item FROM items JOIN responses ON responses.id = items.response "
+                                 "WHERE items.id = ? AND responses.stored >= ?",
+                                 (item_id, self.clock() - self.max_age)).fetchone()
+                if row is not None:
+                    found[item_id] = row[0]
+        return found
+
+    def delete(self, response_id: str) -> bool:
+        with self._lock:
+            return self._write(lambda db: self._forget(db, "id = ?", (response_id,))) > 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+
+def make_private_dir() -> str:
+    """A new directory only this user can enter, for the shared response store's file."""
+    import tempfile
+    return tempfile.mkdtemp(prefix="gigaproxy-")
+
+
+def remove_private_dir(path: str) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # ==== HTTP handler ====

@@ -1,5 +1,5 @@
 """The OpenAI Responses dialect, pure: requests to chat (and on to GigaChat), chat answers
-to ``response`` objects, the stream's events in order, and errors.
+to ``response`` objects, the stream's events in order, errors, and the response store.
 
 No sockets and no clock: ids and times are parameters, the store's clock is injected.
 Requests go all the way through ``translate_chat_request`` where GigaChat's form is what
@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from typing import Any, Dict, List, Tuple
 
 import pytest
 
 import gigaproxy
-from gigaproxy import (ProxyError, ResponsesStream, StreamTranslator,
+from gigaproxy import (ProxyError, ResponsesStream, ResponseStore, SQLiteResponseStore, StreamTranslator,
                        chat_to_responses, input_items_page, item_references, response_input_items,
                        response_not_found, responses_error, responses_to_chat, translate_chat_request)
 
@@ -706,3 +707,168 @@ def test_input_items_pages():
         with pytest.raises(ProxyError) as info:
             input_items_page(items, **kwargs)
         assert info.value.status == 400 and info.value.param == param
+
+
+# ---- the store -----------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def response(number: int, output_text: str = "ok") -> Dict[str, Any]:
+    return {"id": "resp_%d" % number, "object": "response", "status": "completed", "output": [
+        {"type": "message", "id": "msg_%d_0" % number, "status": "completed", "role": "assistant",
+         "content": [{"type": "output_text", "text": output_text, "annotations": []}]}]}
+
+
+def user_item(number: int, text: str = "hi") -> Dict[str, Any]:
+    return {"type": "message", "id": "msg_%d_in0" % number, "status": "completed", "role": "user",
+            "content": [{"type": "input_text", "text": text}]}
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request, tmp_path):
+    made = []
+
+    def make(**kwargs: Any) -> ResponseStore:
+        if request.param == "memory":
+            store = ResponseStore(**kwargs)
+        else:
+            store = SQLiteResponseStore(str(tmp_path / gigaproxy.RESPONSE_STORE_FILENAME), **kwargs)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def test_store_keeps_a_response_its_input_and_its_conversation(make_store):
+    store = make_store()
+    assert store.get("resp_1") is None and store.conversation("resp_1") is None
+    store.put(response(1, "first"), [user_item(1, "one")])
+    history = store.conversation("resp_1")
+    store.put(response(2, "second"), [user_item(2, "two")], history)
+    assert store.get("resp_2") == response(2, "second")
+    assert store.input_items("resp_2") == [user_item(2, "two")]
+    assert [item["id"] for item in store.conversation("resp_2")] == ["msg_1_in0", "msg_1_0", "msg_2_in0", "msg_2_0"]
+    assert store.items(["msg_1_0", "msg_2_in0", "nope"]) == {"msg_1_0": response(1, "first")["output"][0],
+                                                             "msg_2_in0": user_item(2, "two")}
+    got = store.get("resp_2")
+    got["output"].clear()  # what a caller does to its copy is not kept
+    assert store.get("resp_2") == response(2, "second")
+    assert len(store) == 2
+
+
+def test_store_delete(make_store):
+    store = make_store()
+    store.put(response(1), [user_item(1)])
+    assert store.delete("resp_1") is True
+    assert store.get("resp_1") is None and store.items(["msg_1_0", "msg_1_in0"]) == {}
+    assert store.delete("resp_1") is False
+    assert len(store) == 0
+
+
+def test_store_evicts_the_least_recently_used(make_store):
+    store = make_store(max_entries=2)
+    store.put(response(1), [user_item(1)])
+    store.put(response(2), [user_item(2)])
+    assert store.get("resp_1") is not None  # now resp_2 is the least recently used
+    store.put(response(3), [user_item(3)])
+    assert store.get("resp_2") is None and store.items(["msg_2_0"]) == {}
+    assert store.get("resp_1") is not None and store.get("resp_3") is not None
+    assert len(store) == 2
+
+
+def test_store_forgets_after_its_lifetime(make_store):
+    clock = Clock()
+    store = make_store(max_age=60.0, clock=clock)
+    store.put(response(1), [user_item(1)])
+    clock.now += 30
+    store.put(response(2), [user_item(2)])
+    clock.now += 31  # resp_1 is 61 s old, resp_2 31 s
+    assert store.get("resp_1") is None and store.items(["msg_1_0"]) == {}
+    assert store.get("resp_2") is not None  # a use does not extend the lifetime
+    clock.now += 30
+    assert store.items(["msg_2_0"]) == {}
+    store.put(response(3), [user_item(3)])  # a put clears what expired
+    assert len(store) == 1
+
+
+def test_store_replaces_a_response_put_twice(make_store):
+    store = make_store()
+    store.put(response(1, "old"), [user_item(1)])
+    store.put(response(1, "new"), [])
+    assert store.get("resp_1")["output"][0]["content"][0]["text"] == "new"
+    assert store.input_items("resp_1") == [] and len(store) == 1
+
+
+def test_store_rejects_nonsense_bounds():
+    with pytest.raises(ValueError):
+        ResponseStore(max_entries=0)
+    with pytest.raises(ValueError):
+        ResponseStore(max_age=0)
+
+
+def test_sqlite_store_is_shared_by_two_store_objects(tmp_path):
+    path = str(tmp_path / "shared.sqlite3")
+    clock = Clock()
+    first, second = SQLiteResponseStore(path, 2, 60.0, clock), SQLiteResponseStore(path, 2, 60.0, clock)
+    try:
+        first.put(response(1), [user_item(1)])
+        assert second.get("resp_1") == response(1)  # made by one worker, continued by another
+        assert second.conversation("resp_1") == [user_item(1)] + response(1)["output"]
+        second.put(response(2), [user_item(2)])
+        assert first.get("resp_1") is not None  # one shared order of use: resp_2 is the oldest now
+        second.put(response(3), [user_item(3)])
+        assert first.get("resp_2") is None and len(first) == len(second) == 2
+        assert second.delete("resp_3") and first.get("resp_3") is None
+        clock.now += 61
+        assert first.get("resp_1") is None and second.items(["msg_1_0"]) == {}
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("room", [1000, 10])
+def test_stores_are_thread_safe(make_store, room):
+    store = make_store(max_entries=room)
+    errors = []  # type: List[BaseException]
+
+    def work(base: int) -> None:
+        try:
+            for n in range(base, base + 20):
+                store.put(response(n), [user_item(n)])
+                got = store.get("resp_%d" % n)
+                assert got == response(n) or (got is None and room < 80)  # a starved thread may find it evicted
+                store.conversation("resp_%d" % (n - 1))
+                store.items(["msg_%d_0" % n])
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(base,)) for base in (0, 100, 200, 300)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and len(store) == min(room, 80)
+    if room >= 80:
+        assert all(store.get("resp_%d" % n) == response(n) for base in (0, 100, 200, 300)
+                   for n in range(base, base + 20))
+
+
+def test_private_dir_is_private_and_removed():
+    path = gigaproxy.make_private_dir()
+    try:
+        assert os.path.isdir(path) and os.stat(path).st_mode & 0o077 == 0
+        store = SQLiteResponseStore(os.path.join(path, gigaproxy.RESPONSE_STORE_FILENAME))
+        store.put(response(1), [user_item(1)])
+        store.close()
+    finally:
+        gigaproxy.remove_private_dir(path)
+    assert not os.path.exists(path)
