@@ -5438,10 +5438,8 @@ class ResponsesStream(ChatStream):
         return events
 
 
-def responses_error(exc: ProxyError) -> Tuple[int, Dict[str, Any], Dict[str, str]]:
-    """The HTTP status, body and headers of an error before a Responses stream began:
-    OpenAI's error envelope, as chat's."""
-    return exc.status, exc.body(), exc.headers
+# An error before a Responses stream began: OpenAI's envelope, as chat's (the default route errors).
+responses_error = openai_error
 
 
 def response_not_found(response_id: str, param: Optional[str] = None) -> ProxyError:
