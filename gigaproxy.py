@@ -4871,11 +4871,14 @@ class ResponsesTools:
             for i, tool in enumerate(_expect(value.get("tools"), (list,), "tool_choice.tools", "an array")):
                 tool = _expect(tool, (dict,), "tool_choice.tools[%d]" % i, "an object")
                 if isinstance(tool.get("name"), str):
-                    allowed.add(self.chat_name(tool["name"], tool.get("namespace")))
+                    namespace = tool.get("namespace") if isinstance(tool.get("namespace"), str) else None
+                    allowed.add(self.chat_name(tool["name"], namespace))
             self.chat_tools = [t for t in self.chat_tools if t["function"]["name"] in allowed]
             return mode
-        raise bad_request("tool_choice %r asks for a tool only OpenAI's servers run; GigaChat cannot"
-                          % (kind,), "tool_choice.type", "unsupported_value")
+        if isinstance(kind, str) and kind:
+            raise bad_request("tool_choice %r asks for a tool only OpenAI's servers run; GigaChat cannot"
+                              % kind[:100], "tool_choice.type", "unsupported_value")
+        raise bad_request("tool_choice.type must be function, custom or allowed_tools", "tool_choice.type")
 
 
 def _custom_tool_parameters(spec: Any, where: str) -> Dict[str, Any]:
@@ -4991,7 +4994,8 @@ def _items_to_messages(items: List[Tuple[Dict[str, Any], str]], tools: Responses
             if kind == "function_call":
                 arguments = item.get("arguments")
                 parsed = _parse_arguments(arguments, where + ".arguments")  # checked here, where it is named
-                arguments = arguments if isinstance(arguments, str) and arguments.strip() else json.dumps(parsed)
+                if not (isinstance(arguments, str) and arguments.strip()):
+                    arguments = json.dumps(parsed, ensure_ascii=False)  # an object, or nothing: "{}"
             else:
                 arguments = json.dumps({"input": _expect(item.get("input"), (str,), where + ".input", "a string")},
                                        ensure_ascii=False)

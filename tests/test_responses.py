@@ -327,12 +327,17 @@ def test_allowed_tools_narrow_the_offer():
                                                               {"type": "function", "name": "c", "namespace": "ns"}]}})
     assert [t["function"]["name"] for t in chat["tools"]] == ["a", "ns__c"]
     assert chat["tool_choice"] == "required"
+    odd = responses_to_chat({"input": "x", "tools": TOOLS, "tool_choice": {
+        "type": "allowed_tools", "tools": [{"type": "function", "name": "b", "namespace": 7}]}})
+    assert [t["function"]["name"] for t in odd["tools"]] == ["b"] and odd["tool_choice"] == "auto"
 
 
 @pytest.mark.parametrize("choice, param", [
     ({"type": "function", "name": "zzz"}, "tool_choice.name"),
     ({"type": "web_search_preview"}, "tool_choice.type"),
     ({"type": "allowed_tools", "mode": "sometimes", "tools": []}, "tool_choice.mode"),
+    ({"type": "allowed_tools", "tools": "a"}, "tool_choice.tools"),
+    ({"name": "a"}, "tool_choice.type"),
     ("sometimes", "tool_choice"),
 ])
 def test_bad_tool_choice(choice, param):
