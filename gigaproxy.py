@@ -1806,6 +1806,16 @@ def _expect(value: Any, types: Tuple[type, ...], param: str, what: str) -> Any:
     return value
 
 
+def _integer(request: Dict[str, Any], key: str, low: int, high: int) -> Optional[int]:
+    value = request.get(key)
+    if value is None:
+        return None
+    _expect(value, (int,), key, "an integer")
+    if not low <= value <= high:
+        raise bad_request("%s must be from %d to %d (got %d)" % (key, low, high, value), key)
+    return value
+
+
 def _number(request: Dict[str, Any], key: str, low: float, high: float, low_open: bool = False) -> Optional[float]:
     value = request.get(key)
     if value is None:
@@ -1898,6 +1908,35 @@ def _content_text(content: Any, param: str, images: Optional[List[ImageRef]] = N
             raise bad_request("%s: content part type %r is not supported (use text)" % (where, kind),
                               where + ".type", "unsupported_content")
     return "\n".join(texts)
+
+
+def _tool_result_parts(call_id: str, parts: List[Dict[str, Any]]) -> Tuple[str, List[Dict[str, Any]]]:
+    """A tool result given as chat parts (text and image_url): the text of its tool message, and
+    its images, each labelled, as parts of the user message that follows the results (GigaChat
+    takes images in user messages only; _one_image_each() splits them).  For the dialects whose
+    tool results carry images."""
+    text = "\n".join(p["text"] for p in parts if p["type"] == "text")
+    images = [p for p in parts if p["type"] == "image_url"]
+    if images:
+        text += "%s[%d image(s) in the next message]" % ("\n" if text else "", len(images))
+    labelled = []  # type: List[Dict[str, Any]]
+    for image in images:
+        labelled.extend([{"type": "text", "text": "[image from the result of %s]" % call_id}, image])
+    return text, labelled
+
+
+def _one_image_each(parts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Chat user messages holding ``parts`` in order, each with one image at most (GigaChat's rule)."""
+    messages = []  # type: List[Dict[str, Any]]
+    current = []  # type: List[Dict[str, Any]]
+    for part in parts:
+        if part["type"] == "image_url" and any(p["type"] == "image_url" for p in current):
+            messages.append({"role": "user", "content": current})
+            current = []
+        current.append(part)
+    if current or not messages:
+        messages.append({"role": "user", "content": current})
+    return messages
 
 
 def _reject_constant(name: str) -> Any:
@@ -2538,6 +2577,19 @@ _CHAT_FIELDS = frozenset((
 REASONING_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
 
+def _reasoning_effort(value: Any, param: str) -> Optional[str]:
+    """GigaChat's reasoning_effort for a client's effort (``param`` names the field); None for
+    none or no effort: the model decides."""
+    if value is None:
+        return None
+    _expect(value, (str,), param, "a string")
+    if value.lower() == "none":
+        return None
+    if value.lower() not in REASONING_EFFORTS:
+        raise bad_request("%s must be low, medium or high (got %r)" % (param, value), param)
+    return REASONING_EFFORTS[value.lower()]
+
+
 def to_gigachat_request(request: Dict[str, Any], default_model: str = DEFAULT_MODEL,
                         known_models: Tuple[str, ...] = (), structured_output: str = "function",
                         model_map: Tuple[Tuple[str, str], ...] = ()) -> Dict[str, Any]:
@@ -2585,11 +2637,8 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         if options.get("include_usage") is not None:
             _expect(options["include_usage"], (bool,), "stream_options.include_usage", "a boolean")
 
-    n = request.get("n")
+    n = _integer(request, "n", 1, MAX_CHOICES)
     if n is not None:
-        _expect(n, (int,), "n", "an integer")
-        if not 1 <= n <= MAX_CHOICES:
-            raise bad_request("n must be from 1 to %d (got %d)" % (MAX_CHOICES, n), "n")
         if n > 1 and body.get("stream"):
             raise bad_request("n > 1 cannot be streamed: send stream false, or one request per choice", "n",
                               "unsupported_value")
@@ -2611,11 +2660,8 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         body["top_p"] = top_p
 
     for key in ("max_completion_tokens", "max_tokens"):
-        value = request.get(key)
+        value = _integer(request, key, 1, MAX_TOKENS_LIMIT)
         if value is not None:
-            _expect(value, (int,), key, "an integer")
-            if not 1 <= value <= MAX_TOKENS_LIMIT:
-                raise bad_request("%s must be from 1 to %d (got %d)" % (key, MAX_TOKENS_LIMIT, value), key)
             body.setdefault("max_tokens", value)
 
     penalty = _number(request, "repetition_penalty", 0, 1e6, low_open=True)
@@ -2626,13 +2672,9 @@ def translate_chat_request(request: Dict[str, Any], default_model: str = DEFAULT
         body["update_interval"] = interval
     if request.get("profanity_check") is not None:
         body["profanity_check"] = _expect(request["profanity_check"], (bool,), "profanity_check", "a boolean")
-    effort = request.get("reasoning_effort")
+    effort = _reasoning_effort(request.get("reasoning_effort"), "reasoning_effort")
     if effort is not None:
-        _expect(effort, (str,), "reasoning_effort", "a string")
-        if effort.lower() not in REASONING_EFFORTS and effort.lower() != "none":
-            raise bad_request("reasoning_effort must be low, medium or high (got %r)" % effort, "reasoning_effort")
-        if effort.lower() in REASONING_EFFORTS:
-            body["reasoning_effort"] = REASONING_EFFORTS[effort.lower()]
+        body["reasoning_effort"] = effort
 
     functions, function_call, required = _translate_tools(request, tools, names)
     for fn, function in zip(tools, functions):
@@ -3497,7 +3539,8 @@ class CompletionStream(ChatStream):
 
 # ==== Dialects ====
 # APIs other than OpenAI chat, each an adapter around the chat core: its request becomes a chat
-# request, chat answers and chunks become its shapes.  Pure, as Translation: no I/O, ids are parameters.
+# request, chat answers and chunks become its shapes.  Pure, as Translation: no I/O, ids are parameters
+# (the one exception, the Responses store, says so).
 
 # ---- Anthropic Messages (Claude Code, the anthropic SDK) -------------------------------
 
@@ -3599,20 +3642,6 @@ def _anthropic_parts(block: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
                       where + ".type", "unsupported_content")
 
 
-def _one_image_each(parts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Chat user messages holding ``parts`` in order, each with one image at most (GigaChat's rule)."""
-    messages = []  # type: List[Dict[str, Any]]
-    current = []  # type: List[Dict[str, Any]]
-    for part in parts:
-        if part["type"] == "image_url" and any(p["type"] == "image_url" for p in current):
-            messages.append({"role": "user", "content": current})
-            current = []
-        current.append(part)
-    if current or not messages:
-        messages.append({"role": "user", "content": current})
-    return messages
-
-
 def anthropic_tool_id(call_id: str) -> str:
     """The Anthropic ``toolu_`` id for a chat tool call id (GigaChat's state id stays inside)."""
     if call_id.startswith(_TOOL_CALL_ID_PREFIX):
@@ -3630,16 +3659,10 @@ def _anthropic_tool_result(block: Dict[str, Any], where: str) -> Tuple[Dict[str,
     elif content is not None:
         for j, item in enumerate(_anthropic_blocks(content, where + ".content")):
             parts.extend(_anthropic_parts(item, "%s.content[%d]" % (where, j)))
-    text = "\n".join(p["text"] for p in parts if p["type"] == "text")
-    images = [p for p in parts if p["type"] == "image_url"]
-    if images:  # GigaChat takes images in user messages only: they follow the results
-        text += "%s[%d image(s) in the next message]" % ("\n" if text else "", len(images))
+    text, labelled = _tool_result_parts(tool_id, parts)
     is_error = block.get("is_error")
     if is_error is not None and _expect(is_error, (bool,), where + ".is_error", "a boolean"):
         text = json.dumps({"error": text}, ensure_ascii=False)
-    labelled = []  # type: List[Dict[str, Any]]
-    for image in images:
-        labelled.extend([{"type": "text", "text": "[image from the result of %s]" % tool_id}, image])
     return {"role": "tool", "tool_call_id": tool_id, "content": text}, labelled
 
 
@@ -4730,6 +4753,982 @@ def gemini_model_info(model_ids: List[str], name: str) -> Dict[str, Any]:
         raise ProxyError(404, "models/%s is not found; GET /v1beta/models lists the models" % name,
                          "invalid_request_error", "model_not_found", "model")
     return gemini_model(name)
+
+
+# ---- OpenAI Responses (Codex CLI, the OpenAI Agents SDK) -----------------------------------
+# responses_to_chat() makes a chat request of a Responses one (earlier items of a stored
+# conversation passed in), chat_to_responses() a ``response`` object of a chat answer, and
+# ResponsesStream the Responses stream events of chat chunks.  Tool names: a function in a
+# ``namespace`` tool is offered to GigaChat as ``namespace__name``; a ``custom`` (freeform) tool
+# as a function of one string argument, ``input``.  ResponseStore keeps finished responses.
+
+# Tool types only OpenAI's servers can run: left out of what GigaChat is offered (as are unknown types).
+RESPONSES_HOSTED_TOOLS = frozenset({
+    "file_search", "local_shell", "image_generation", "code_interpreter", "mcp", "shell", "apply_patch",
+    "tool_search",
+})
+RESPONSES_HOSTED_TOOL_PREFIXES = ("web_search", "computer")  # web_search_preview, computer_use_preview, ...
+RESPONSES_NAMESPACE_SEPARATOR = "__"
+RESPONSES_SUMMARIES = ("auto", "concise", "detailed")
+# Item types GigaChat has nothing to say about: dropped from the conversation.
+_RESPONSES_DROPPED_ITEMS = frozenset({"reasoning"})
+# Fields whose type is checked here; most (store, include, metadata, ...) have no effect on GigaChat.
+_RESPONSES_ACCEPTED_FIELDS = (
+    ("store", (bool,), "a boolean"), ("background", (bool,), "a boolean"), ("include", (list,), "an array"),
+    ("metadata", (dict,), "an object"), ("client_metadata", (dict,), "an object"), ("user", (str,), "a string"),
+    ("prompt_cache_key", (str,), "a string"), ("safety_identifier", (str,), "a string"),
+    ("service_tier", (str,), "a string"), ("truncation", (str,), "a string"),
+    ("parallel_tool_calls", (bool,), "a boolean"), ("stream_options", (dict,), "an object"),
+    ("max_tool_calls", (int,), "an integer"), ("top_logprobs", (int,), "an integer"),
+    ("previous_response_id", (str,), "a string"), ("reasoning", (dict,), "an object"), ("text", (dict,), "an object"),
+)
+# Item id prefixes, as OpenAI's ids start (items the client sent without an id get one).
+_RESPONSES_ITEM_PREFIXES = {"message": "msg", "reasoning": "rs", "function_call": "fc", "function_call_output": "fco",
+                            "custom_tool_call": "ctc", "custom_tool_call_output": "ctco"}
+DEFAULT_RESPONSE_STORE_ENTRIES = 1000  # responses kept for previous_response_id, GET and DELETE
+DEFAULT_RESPONSE_STORE_SECONDS = 24 * 3600.0  # how long one is kept after it was stored
+
+
+class ResponsesTools:
+    """The tools of one Responses request as chat tools, and the way back to the client's names.
+
+    ``chat_tools`` is the chat ``tools`` array.  ``kind(chat_name)`` is ``(type, name,
+    namespace)`` for a name a chat answer used: ``"function"`` or ``"custom"``, the name in
+    the client's tool, its namespace or None.
+    """
+
+    def __init__(self, request: Dict[str, Any]) -> None:
+        self.chat_tools = []  # type: List[Dict[str, Any]]
+        self._kinds = {}  # type: Dict[str, Tuple[str, str, Optional[str]]]
+        tools = request.get("tools")
+        if tools is None:
+            return
+        for i, tool in enumerate(_expect(tools, (list,), "tools", "an array")):
+            where = "tools[%d]" % i
+            _expect(tool, (dict,), where, "an object")
+            if tool.get("type") != "namespace":
+                self._add(tool, where, None)
+                continue
+            namespace = self._name(tool, where)
+            for j, inner in enumerate(_expect(tool.get("tools"), (list,), where + ".tools", "an array")):
+                self._add(_expect(inner, (dict,), "%s.tools[%d]" % (where, j), "an object"),
+                          "%s.tools[%d]" % (where, j), namespace)
+
+    @staticmethod
+    def _name(tool: Dict[str, Any], where: str) -> str:
+        name = _expect(tool.get("name"), (str,), where + ".name", "a string")
+        if not name:
+            raise bad_request("%s.name must not be empty" % where, where + ".name")
+        return name
+
+    def _add(self, tool: Dict[str, Any], where: str, namespace: Optional[str]) -> None:
+        kind = _expect(tool.get("type"), (str,), where + ".type", "a string")
+        if kind not in ("function", "custom"):
+            # An unknown type is most likely a newer hosted tool: left out too, never a 400.
+            hosted = kind in RESPONSES_HOSTED_TOOLS or kind.startswith(RESPONSES_HOSTED_TOOL_PREFIXES)
+            log.debug("Responses tool %s left out: %r is %s", where, kind[:100],
+                      "a tool only OpenAI's servers run" if hosted else "not a tool type gigaproxy knows")
+            return
+        name = self._name(tool, where)
+        chat_name = self.chat_name(name, namespace)
+        function = {"name": chat_name}  # type: Dict[str, Any]
+        if tool.get("description") is not None:
+            function["description"] = _expect(tool["description"], (str,), where + ".description", "a string")
+        if kind == "function":
+            if tool.get("parameters") is not None:
+                function["parameters"] = _expect(tool["parameters"], (dict,), where + ".parameters", "an object")
+        else:
+            function["parameters"] = _custom_tool_parameters(tool.get("format"), where + ".format")
+        self.chat_tools.append({"type": "function", "function": function})
+        self._kinds[chat_name] = (kind, name, namespace)
+
+    @staticmethod
+    def chat_name(name: str, namespace: Optional[str]) -> str:
+        return namespace + RESPONSES_NAMESPACE_SEPARATOR + name if namespace else name
+
+    def kind(self, chat_name: str) -> Tuple[str, str, Optional[str]]:
+        return self._kinds.get(chat_name) or ("function", chat_name, None)
+
+    def choice(self, value: Any) -> Any:
+        """The chat tool_choice for a Responses one (``allowed_tools`` narrows ``chat_tools``)."""
+        if value is None or value in ("auto", "none", "required"):
+            return value
+        if not isinstance(value, dict):
+            raise bad_request("tool_choice must be auto, none, required or an object", "tool_choice")
+        kind = value.get("type")
+        if kind in ("function", "custom"):
+            name = _expect(value.get("name"), (str,), "tool_choice.name", "a string")
+            namespace = value.get("namespace") if isinstance(value.get("namespace"), str) else None
+            chat_name = self.chat_name(name, namespace)
+            if chat_name not in self._kinds:
+                raise bad_request("tool_choice names tool %r, which is not among the tools" % name, "tool_choice.name")
+            return {"type": "function", "function": {"name": chat_name}}
+        if kind == "allowed_tools":
+            mode = value.get("mode", "auto")
+            if mode not in ("auto", "required"):
+                raise bad_request("tool_choice.mode must be auto or required", "tool_choice.mode")
+            allowed = set()
+            for i, tool in enumerate(_expect(value.get("tools"), (list,), "tool_choice.tools", "an array")):
+                tool = _expect(tool, (dict,), "tool_choice.tools[%d]" % i, "an object")
+                if isinstance(tool.get("name"), str):
+                    namespace = tool.get("namespace") if isinstance(tool.get("namespace"), str) else None
+                    allowed.add(self.chat_name(tool["name"], namespace))
+            self.chat_tools = [t for t in self.chat_tools if t["function"]["name"] in allowed]
+            return mode
+        if isinstance(kind, str) and kind:
+            raise bad_request("tool_choice %r asks for a tool only OpenAI's servers run; GigaChat cannot"
+                              % kind[:100], "tool_choice.type", "unsupported_value")
+        raise bad_request("tool_choice.type must be function, custom or allowed_tools", "tool_choice.type")
+
+
+def _custom_tool_parameters(spec: Any, where: str) -> Dict[str, Any]:
+    """The parameters of the function that stands for a custom (freeform) tool."""
+    note = "The whole input of the tool, as plain text."
+    if spec is not None:
+        _expect(spec, (dict,), where, "an object")
+        definition = spec.get("definition")
+        if spec.get("type") == "grammar" and isinstance(definition, str) and definition:
+            syntax = spec.get("syntax") if isinstance(spec.get("syntax"), str) else ""
+            note += " It must follow this %s grammar:\n%s" % (syntax, definition)
+    return {"type": "object", "properties": {"input": {"type": "string", "description": note}},
+            "required": ["input"]}
+
+
+def _custom_tool_input(arguments: str) -> str:
+    """A custom tool's input from the arguments of the function that stands for it."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(value, dict) and isinstance(value.get("input"), str):
+        return value["input"]
+    return arguments
+
+
+def _responses_parts(content: Any, where: str) -> Any:
+    """A Responses message's content (a string or parts) as chat content."""
+    if isinstance(content, str):
+        return content
+    parts = []  # type: List[Dict[str, Any]]
+    for j, part in enumerate(_expect(content, (list,), where, "a string or an array of content parts")):
+        pwhere = "%s[%d]" % (where, j)
+        kind = _expect(part, (dict,), pwhere, "a content part object").get("type")
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": _expect(part.get("text"), (str,), pwhere + ".text", "a string")})
+        elif kind == "refusal":
+            parts.append({"type": "text",
+                          "text": _expect(part.get("refusal"), (str,), pwhere + ".refusal", "a string")})
+        elif kind == "input_image" and part.get("image_url") is None and part.get("file_id") is not None:
+            raise bad_request("%s.file_id: a file stored at OpenAI cannot be read by GigaChat; send the image "
+                              "as a data: URL in image_url" % pwhere, pwhere + ".file_id", "unsupported_content")
+        elif kind == "input_image":
+            url = _expect(part.get("image_url"), (str,), pwhere + ".image_url", "a string (a data: URL)")
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        elif kind in ("input_file", "input_audio"):
+            raise bad_request("%s: %s parts are not supported: GigaChat takes text and images here; send the "
+                              "file's text as input_text" % (pwhere, kind), pwhere + ".type", "unsupported_content")
+        else:
+            raise bad_request("%s.type %r is not supported (use input_text or input_image)" % (pwhere, kind),
+                              pwhere + ".type", "unsupported_content")
+    return parts
+
+
+def _is_item_reference(item: Dict[str, Any]) -> bool:
+    return item.get("type") == "item_reference" or (item.get("type") is None and "role" not in item and "id" in item)
+
+
+def item_references(request: Any) -> List[str]:
+    """The ids of the ``item_reference`` items in a Responses request's input, for the store."""
+    items = request.get("input") if isinstance(request, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [item["id"] for item in items
+            if isinstance(item, dict) and _is_item_reference(item) and isinstance(item.get("id"), str)]
+
+
+def _request_items(request: Dict[str, Any], references: Optional[Mapping[str, Dict[str, Any]]],
+                   ) -> List[Tuple[Dict[str, Any], str]]:
+    """The request's input as (item, path) pairs: a string is one user message, references resolved."""
+    value = request.get("input")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [({"type": "message", "role": "user", "content": value}, "input")]
+    items = []
+    for k, item in enumerate(_expect(value, (list,), "input", "a string or an array of items")):
+        where = "input[%d]" % k
+        if _is_item_reference(_expect(item, (dict,), where, "an object")):
+            item_id = _expect(item.get("id"), (str,), where + ".id", "a string")
+            found = (references or {}).get(item_id)
+            if not isinstance(found, dict):
+                raise bad_request("%s.id: item %r is not in gigaproxy's store (unknown, deleted or expired, or "
+                                  "from a response made with store: false)" % (where, item_id), where + ".id",
+                                  "item_not_found")
+            item = found
+        items.append((item, where))
+    return items
+
+
+def _items_to_messages(items: List[Tuple[Dict[str, Any], str]], tools: ResponsesTools,
+                       out: List[Dict[str, Any]]) -> None:
+    """Append the chat messages for Responses items; calls in a row join one assistant message,
+    as chat's parallel tool calls, and images of tool outputs follow the outputs in user messages."""
+    images = []  # type: List[Dict[str, Any]]  # labelled image parts of the outputs in a row
+    for item, where in items:
+        kind = item.get("type") or "message"
+        if images and kind not in ("function_call_output", "custom_tool_call_output"):
+            out.extend(_one_image_each(images))
+            images = []
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                raise bad_request("%s.role must be user, assistant, system or developer (got %r)" % (where, role),
+                                  where + ".role", "invalid_role")
+            out.append({"role": role, "content": _responses_parts(item.get("content"), where + ".content")})
+        elif kind in ("function_call", "custom_tool_call"):
+            call_id = _expect(item.get("call_id"), (str,), where + ".call_id", "a string")
+            name = _expect(item.get("name"), (str,), where + ".name", "a string")
+            namespace = item.get("namespace")
+            if namespace is not None:
+                _expect(namespace, (str,), where + ".namespace", "a string")
+            if kind == "function_call":
+                arguments = item.get("arguments")
+                parsed = _parse_arguments(arguments, where + ".arguments")  # checked here, where it is named
+                if not (isinstance(arguments, str) and arguments.strip()):
+                    arguments = json.dumps(parsed, ensure_ascii=False)  # an object, or nothing: "{}"
+            else:
+                arguments = json.dumps({"input": _expect(item.get("input"), (str,), where + ".input", "a string")},
+                                       ensure_ascii=False)
+            call = {"id": call_id, "type": "function",
+                    "function": {"name": tools.chat_name(name, namespace), "arguments": arguments}}
+            if out and out[-1]["role"] == "assistant":
+                out[-1].setdefault("tool_calls", []).append(call)  # its text, or the calls before it
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            call_id = _expect(item.get("call_id"), (str,), where + ".call_id", "a string")
+            output = _responses_parts(item.get("output"), where + ".output")
+            text, pictures = (output, []) if isinstance(output, str) else _tool_result_parts(call_id, output)
+            out.append({"role": "tool", "tool_call_id": call_id, "content": text})
+            images.extend(pictures)
+        elif kind not in _RESPONSES_DROPPED_ITEMS:
+            raise bad_request("%s.type %r is not supported: gigaproxy takes message, function_call, "
+                              "function_call_output, custom_tool_call, custom_tool_call_output, reasoning and "
+                              "item_reference items" % (where, kind), where + ".type", "unsupported_item")
+    if images:
+        out.extend(_one_image_each(images))
+
+
+def _responses_format(text: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The chat response_format for ``text.format``."""
+    spec = text.get("format")
+    if spec is None:
+        return None
+    kind = _expect(spec, (dict,), "text.format", "an object").get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise bad_request("text.format.type must be text, json_object or json_schema", "text.format.type")
+    _expect(spec.get("schema"), (dict,), "text.format.schema", "an object")
+    return {"type": "json_schema", "json_schema": {key: spec[key] for key in ("name", "description", "schema", "strict")
+                                                   if spec.get(key) is not None}}
+
+
+def responses_to_chat(request: Any, history: Any = (),
+                      references: Optional[Mapping[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """An OpenAI chat-completions request for a Responses request.
+
+    ``history`` is the conversation before it (``ResponseStore.conversation()`` of its
+    ``previous_response_id``), ``references`` the stored items its ``item_reference``
+    items name (``ResponseStore.items(item_references(request))``).  The chat core
+    (translate_chat_request) does the rest: models, tools, schemas, images, reasoning.
+    """
+    _expect(request, (dict,), "body", "a JSON object")
+    for key, types, what in _RESPONSES_ACCEPTED_FIELDS:
+        if request.get(key) is not None:
+            _expect(request[key], types, key, what)
+    if request.get("background"):
+        raise bad_request("background: true is not supported: gigaproxy answers while the client waits",
+                          "background", "unsupported_value")
+    for key, why in (("conversation", "continue with previous_response_id, or send the history in input"),
+                     ("prompt", "send the prompt's text as instructions and input")):
+        if request.get(key) is not None:
+            raise bad_request("%s is not supported: %s" % (key, why), key, "unsupported_value")
+    tools = ResponsesTools(request)
+    messages = []  # type: List[Dict[str, Any]]
+    instructions = request.get("instructions")
+    if instructions is not None and _expect(instructions, (str,), "instructions", "a string"):
+        messages.append({"role": "system", "content": instructions})
+    items = [(item, "previous_response_id") for item in history] + _request_items(request, references)
+    _items_to_messages(items, tools, messages)
+    if not messages:
+        raise bad_request("input must contain at least one item", "input", "empty_array")
+    chat = {"messages": messages}  # type: Dict[str, Any]
+    for key in ("model", "stream", "temperature", "top_p"):
+        if request.get(key) is not None:
+            chat[key] = request[key]
+    if chat.get("stream") is True:
+        chat["stream_options"] = {"include_usage": True}  # a Responses stream always ends with usage
+    max_tokens = _integer(request, "max_output_tokens", 1, MAX_TOKENS_LIMIT)
+    if max_tokens is not None:
+        chat["max_tokens"] = max_tokens
+    reasoning = request.get("reasoning") or {}
+    if _reasoning_effort(reasoning.get("effort"), "reasoning.effort") is not None:
+        chat["reasoning_effort"] = reasoning["effort"]
+    response_format = _responses_format(request.get("text") or {})
+    if response_format is not None:
+        chat["response_format"] = response_format
+    choice = tools.choice(request.get("tool_choice"))  # before chat_tools: allowed_tools narrows them
+    if tools.chat_tools:
+        chat["tools"] = tools.chat_tools
+        if choice is not None:
+            chat["tool_choice"] = choice
+    return chat
+
+
+def response_input_items(request: Dict[str, Any], response_id: str,
+                         references: Optional[Mapping[str, Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+    """The request's input as the items the store keeps and ``input_items`` lists: each with an
+    ``id`` (made from ``response_id`` where the client gave none) and a ``status``, a message's
+    text as parts."""
+    items = []
+    for position, (item, _) in enumerate(_request_items(request, references)):
+        item = dict(item)
+        kind = item.setdefault("type", "message")
+        item.setdefault("status", "completed")  # the SDK's listed items require one
+        if kind == "message" and isinstance(item.get("content"), str):
+            text = item["content"]
+            item["content"] = [_output_text(text) if item.get("role") == "assistant"
+                               else {"type": "input_text", "text": text}]
+        if not isinstance(item.get("id"), str):
+            item["id"] = "%s_%s_in%d" % (_RESPONSES_ITEM_PREFIXES.get(kind, "item"), _response_suffix(response_id),
+                                         position)
+        items.append(item)
+    return items
+
+
+# ---- chat answers -> response objects ----
+
+
+def _response_suffix(response_id: str) -> str:
+    return response_id[len("resp_"):] if response_id.startswith("resp_") else response_id
+
+
+def _output_item_id(kind: str, response_id: str, index: int) -> str:
+    return "%s_%s_%d" % (_RESPONSES_ITEM_PREFIXES[kind], _response_suffix(response_id), index)
+
+
+def wants_reasoning_summary(request: Dict[str, Any]) -> bool:
+    """Whether ``reasoning.summary`` asks for GigaChat's reasoning in the output."""
+    reasoning = request.get("reasoning")
+    if not isinstance(reasoning, dict):
+        return False
+    return (reasoning.get("summary") or reasoning.get("generate_summary")) in RESPONSES_SUMMARIES
+
+
+def responses_usage(usage: Any) -> Optional[Dict[str, Any]]:
+    """Chat usage (map_usage's shape) as Responses usage; None when there is none."""
+    if not isinstance(usage, dict):
+        return None
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return {"input_tokens": usage.get("prompt_tokens", 0),
+            "input_tokens_details": {"cached_tokens": prompt_details.get("cached_tokens", 0),
+                                     "cache_write_tokens": 0},  # GigaChat caches by itself, and says nothing of it
+            "output_tokens": usage.get("completion_tokens", 0),
+            "output_tokens_details": {"reasoning_tokens": completion_details.get("reasoning_tokens", 0)},
+            "total_tokens": usage.get("total_tokens", 0)}
+
+
+def _responses_status(finish_reason: Any) -> Tuple[str, Optional[Dict[str, str]]]:
+    if finish_reason == "length":
+        return "incomplete", {"reason": "max_output_tokens"}
+    if finish_reason == "content_filter":
+        return "incomplete", {"reason": "content_filter"}
+    return "completed", None
+
+
+def _output_text(text: str) -> Dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _message_item(item_id: str, status: str, content: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def _reasoning_item(item_id: str, summary: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {"type": "reasoning", "id": item_id, "summary": summary}
+
+
+def _call_item(tools: ResponsesTools, response_id: str, index: int, call_id: str, chat_name: str,
+               arguments: str, status: str) -> Dict[str, Any]:
+    """A ``function_call`` or ``custom_tool_call`` item for a chat tool call, named as the client named it."""
+    kind, name, namespace = tools.kind(chat_name)
+    if kind == "custom":
+        item = {"type": "custom_tool_call", "id": _output_item_id("custom_tool_call", response_id, index),
+                "call_id": call_id, "name": name, "input": _custom_tool_input(arguments) if arguments else ""}
+    else:
+        item = {"type": "function_call", "id": _output_item_id("function_call", response_id, index),
+                "call_id": call_id, "name": name, "arguments": arguments, "status": status}
+    if namespace:
+        item["namespace"] = namespace
+    return item
+
+
+def _response_object(request: Dict[str, Any], response_id: str, created_at: int, model: Any, status: str,
+                     output: List[Dict[str, Any]], usage: Optional[Dict[str, Any]],
+                     incomplete: Optional[Dict[str, str]] = None, error: Optional[Dict[str, Any]] = None,
+                     ) -> Dict[str, Any]:
+    """The ``response`` object, with the request's settings echoed."""
+    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
+    return {
+        "id": response_id, "object": "response", "created_at": created_at, "status": status,
+        "background": False, "error": error, "incomplete_details": incomplete,
+        "instructions": request.get("instructions"), "max_output_tokens": request.get("max_output_tokens"),
+        "max_tool_calls": request.get("max_tool_calls"), "model": model, "output": output,
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "previous_response_id": request.get("previous_response_id"),
+        "prompt_cache_key": request.get("prompt_cache_key"),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "safety_identifier": request.get("safety_identifier"), "service_tier": "default",
+        "store": request.get("store", True) is not False, "temperature": request.get("temperature"),
+        "text": request.get("text") or {"format": {"type": "text"}},
+        "tool_choice": request.get("tool_choice", "auto"), "tools": request.get("tools") or [],
+        "top_logprobs": request.get("top_logprobs"), "top_p": request.get("top_p"),
+        "truncation": request.get("truncation", "disabled"), "usage": usage, "user": request.get("user"),
+        "metadata": request.get("metadata") or {},
+    }
+
+
+def chat_to_responses(chat_response: Dict[str, Any], request: Dict[str, Any], response_id: str,
+                      created_at: int) -> Dict[str, Any]:
+    """A ``response`` object for a chat answer (to_openai_response's) to a Responses request.
+
+    Tool call ids stay the chat answer's (``call_`` + GigaChat's functions_state_id), so a
+    ``function_call_output`` for one carries the state back through the chat core.
+    """
+    tools = ResponsesTools(request)
+    choice = chat_response["choices"][0]
+    message = choice["message"]
+    status, incomplete = _responses_status(choice.get("finish_reason"))
+    output = []  # type: List[Dict[str, Any]]
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning and wants_reasoning_summary(request):
+        output.append(_reasoning_item(_output_item_id("reasoning", response_id, 0),
+                                      [{"type": "summary_text", "text": reasoning}]))
+    calls = message.get("tool_calls") or []
+    if message.get("content") or not calls:
+        output.append(_message_item(_output_item_id("message", response_id, len(output)),
+                                    "incomplete" if incomplete else "completed",
+                                    [_output_text(message.get("content") or "")]))
+    for call in calls:
+        output.append(_call_item(tools, response_id, len(output), call["id"], call["function"]["name"],
+                                 call["function"]["arguments"], "completed"))
+    return _response_object(request, response_id, created_at, chat_response.get("model"), status, output,
+                            responses_usage(chat_response.get("usage")), incomplete)
+
+
+def _copy_item(item: Dict[str, Any]) -> Dict[str, Any]:
+    """An item as it is now, for an event (lists of parts copied: the open item still grows)."""
+    return {key: [dict(x) for x in value] if isinstance(value, list) else value for key, value in item.items()}
+
+
+class ResponsesStream(ChatStream):
+    """The Responses stream adapter (see ChatStream): chat.completion.chunk dicts in
+    (StreamTranslator's, usage chunk included), Responses' named events out.
+
+    Each method returns ``(event name, data)`` pairs to write now (``encode()`` writes each
+    with its ``event:`` line; no ``[DONE]``: the last event says the stream is whole); every
+    ``data`` has its ``type`` and a ``sequence_number`` counting from 0.
+    The order is OpenAI's: ``response.created``, ``response.in_progress``; then per output
+    item ``response.output_item.added``, its own events, ``response.output_item.done``: a
+    message has ``content_part.added``, ``output_text.delta``..., ``output_text.done``,
+    ``content_part.done``; reasoning (when ``reasoning.summary`` asks for it)
+    ``reasoning_summary_part.added``, ``reasoning_summary_text.delta``..., ``.done``,
+    ``reasoning_summary_part.done``; a function call ``function_call_arguments.delta``...,
+    ``.done``; a custom tool call ``custom_tool_call_input.delta`` and ``.done`` once its
+    arguments are whole (its input is inside their JSON).  One item is open at a time: it
+    closes when a delta of another kind (or another tool call) arrives, or the choice
+    finishes.  ``finish()`` ends with ``response.completed`` (or ``response.incomplete``)
+    carrying the whole response; ``fail(error)`` (a ProxyError after the stream began) with
+    ``response.failed``.  Nothing follows either, and ``response`` then holds the final
+    response object (for the store).  ``start()`` may be called early; ``feed()`` calls it.
+    """
+
+    def __init__(self, request: Dict[str, Any], response_id: str, created_at: int, model: Any = None) -> None:
+        self.request = request
+        self.response_id = response_id
+        self.created_at = created_at
+        self.model = model if model is not None else request.get("model")
+        self.response = None  # type: Optional[Dict[str, Any]]
+        self._tools = ResponsesTools(request)
+        self._summary = wants_reasoning_summary(request)
+        self._sequence = 0
+        self._started = False
+        self._closed = False
+        self._output = []  # type: List[Dict[str, Any]]
+        self._open_index = None  # type: Optional[int]  # output index of the open item
+        self._pieces = []  # type: List[str]  # the open item's text or arguments so far
+        self._call = None  # type: Any  # the chat index of the tool call in the open item
+        self._calls_done = set()  # type: set  # chat indexes of closed tool calls
+        self._finish = None  # type: Optional[str]
+        self._usage = None  # type: Optional[Dict[str, Any]]
+
+    def _event(self, name: str, fields: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        data = {"type": name, "sequence_number": self._sequence}  # type: Dict[str, Any]
+        data.update(fields)
+        self._sequence += 1
+        return name, data
+
+    def _snapshot(self, status: str, incomplete: Optional[Dict[str, str]] = None,
+                  error: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return _response_object(self.request, self.response_id, self.created_at, self.model, status,
+                                [_copy_item(item) for item in self._output],
+                                None if status == "in_progress" else self._usage, incomplete, error)
+
+    def start(self) -> List[Tuple[str, Dict[str, Any]]]:
+        if self._started:
+            return []
+        self._started = True
+        return [self._event("response.created", {"response": self._snapshot("in_progress")}),
+                self._event("response.in_progress", {"response": self._snapshot("in_progress")})]
+
+    def _open(self, item: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+        """Close the open item and open ``item`` (its ``output_item.added``)."""
+        events = self._close()
+        self._open_index = len(self._output)
+        self._output.append(item)
+        return events + [self._event("response.output_item.added", {"output_index": self._open_index,
+                                                                    "item": _copy_item(item)})]
+
+    def _settle(self, status: str) -> Dict[str, Any]:
+        """Write what the open item gathered into it."""
+        item = self._output[self._open_index]  # type: ignore[index]
+        text, self._pieces = "".join(self._pieces), []
+        if item["type"] == "message":
+            item["content"], item["status"] = [_output_text(text)], status
+        elif item["type"] == "reasoning":
+            item["summary"] = [{"type": "summary_text", "text": text}]
+        elif item["type"] == "function_call":
+            item["arguments"], item["status"] = _arguments_text(text), status
+        else:
+            item["input"] = _custom_tool_input(_arguments_text(text))
+        return item
+
+    def _close(self) -> List[Tuple[str, Dict[str, Any]]]:
+        index = self._open_index
+        if index is None:
+            return []
+        item = self._settle("incomplete" if _responses_status(self._finish)[1] else "completed")
+        self._open_index = None
+        at = {"item_id": item["id"], "output_index": index}
+        if item["type"] == "message":
+            part = item["content"][0]
+            events = [self._event("response.output_text.done", dict(at, content_index=0, text=part["text"],
+                                                                    logprobs=[])),
+                      self._event("response.content_part.done", dict(at, content_index=0, part=dict(part)))]
+        elif item["type"] == "reasoning":
+            part = item["summary"][0]
+            events = [self._event("response.reasoning_summary_text.done", dict(at, summary_index=0,
+                                                                               text=part["text"])),
+                      self._event("response.reasoning_summary_part.done", dict(at, summary_index=0,
+                                                                               part=dict(part)))]
+        elif item["type"] == "function_call":
+            events = [self._event("response.function_call_arguments.done", dict(at, arguments=item["arguments"]))]
+        else:
+            events = [self._event("response.custom_tool_call_input.delta", dict(at, delta=item["input"])),
+                      self._event("response.custom_tool_call_input.done", dict(at, input=item["input"]))]
+        if self._call is not None:
+            self._calls_done.add(self._call)
+            self._call = None
+        events.append(self._event("response.output_item.done", {"output_index": index, "item": _copy_item(item)}))
+        return events
+
+    def _open_text(self, kind: str) -> List[Tuple[str, Dict[str, Any]]]:
+        """Open a message or a reasoning item, and its one part."""
+        item_id = _output_item_id(kind, self.response_id, len(self._output))
+        if kind == "message":
+            events = self._open(_message_item(item_id, "in_progress", []))
+            return events + [self._event("response.content_part.added", {
+                "item_id": item_id, "output_index": self._open_index, "content_index": 0,
+                "part": _output_text("")})]
+        events = self._open(_reasoning_item(item_id, []))
+        return events + [self._event("response.reasoning_summary_part.added", {
+            "item_id": item_id, "output_index": self._open_index, "summary_index": 0,
+            "part": {"type": "summary_text", "text": ""}})]
+
+    def _text_delta(self, kind: str, text: str) -> List[Tuple[str, Dict[str, Any]]]:
+        events = []  # type: List[Tuple[str, Dict[str, Any]]]
+        if self._open_index is None or self._output[self._open_index]["type"] != kind:
+            events = self._open_text(kind)
+        self._pieces.append(text)
+        at = {"item_id": self._output[self._open_index]["id"], "output_index": self._open_index}
+        if kind == "message":
+            events.append(self._event("response.output_text.delta", dict(at, content_index=0, delta=text,
+                                                                         logprobs=[])))
+        else:
+            events.append(self._event("response.reasoning_summary_text.delta", dict(at, summary_index=0, delta=text)))
+        return events
+
+    def _call_delta(self, call: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+        events = []  # type: List[Tuple[str, Dict[str, Any]]]
+        key = call.get("index", 0)
+        function = call.get("function") or {}
+        if key in self._calls_done:
+            log.debug("a fragment of tool call %r after that call closed is dropped", key)
+            return events
+        if self._call != key or self._open_index is None:
+            index = len(self._output)
+            call_id = call.get("id") or "call_%s_%d" % (_response_suffix(self.response_id), index)
+            events = self._open(_call_item(self._tools, self.response_id, index, call_id,
+                                           function.get("name") or "", "", "in_progress"))
+            self._call = key
+        fragment = function.get("arguments")
+        if isinstance(fragment, str) and fragment:
+            self._pieces.append(fragment)
+            item = self._output[self._open_index]  # type: ignore[index]
+            if item["type"] == "function_call":
+                events.append(self._event("response.function_call_arguments.delta", {
+                    "item_id": item["id"], "output_index": self._open_index, "delta": fragment}))
+        return events
+
+    def feed(self, chunk: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+        if self._closed:
+            return []
+        events = self.start()
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = responses_usage(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content")
+            if self._summary and isinstance(reasoning, str) and reasoning:
+                events += self._text_delta("reasoning", reasoning)
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                events += self._text_delta("message", content)
+            for call in delta.get("tool_calls") or []:
+                events += self._call_delta(call)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+                events += self._close()
+        return events
+
+    def finish(self) -> List[Tuple[str, Dict[str, Any]]]:
+        if self._closed:
+            return []
+        events = self.start()
+        if not self._output:  # GigaChat said nothing: an empty message, as chat_to_responses makes
+            events += self._open_text("message")
+        events += self._close()
+        self._closed = True
+        status, incomplete = _responses_status(self._finish)
+        self.response = self._snapshot(status, incomplete)
+        events.append(self._event("response." + status, {"response": self.response}))
+        return events
+
+    def fail(self, error: ProxyError) -> List[Tuple[str, Dict[str, Any]]]:
+        if self._closed:
+            return []
+        events = self.start()
+        self._closed = True
+        if self._open_index is not None:
+            self._settle("incomplete")
+        # The SDK's ResponseError knows a few codes; Codex retries on any but a handful.
+        code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+        self.response = self._snapshot("failed", error={"code": code, "message": error.message})
+        events.append(self._event("response.failed", {"response": self.response}))
+        return events
+
+
+# An error before a Responses stream began: OpenAI's envelope, as chat's (the default route errors).
+responses_error = openai_error
+
+
+def response_not_found(response_id: str, param: Optional[str] = None) -> ProxyError:
+    """The error for an id the store does not have: OpenAI's 400 ``previous_response_not_found``
+    for ``previous_response_id`` (Codex and the Agents SDK act on that code), else a 404."""
+    why = ("gigaproxy does not have it: unknown, deleted, expired or evicted from its store, or made with "
+           "store: false, which keeps nothing")
+    if param == "previous_response_id":
+        return ProxyError(400, "Previous response with id %r not found: %s." % (response_id, why),
+                          "invalid_request_error", "previous_response_not_found", param)
+    return ProxyError(404, "Response with id %r not found: %s." % (response_id, why), "invalid_request_error",
+                      "not_found", param)
+
+
+def response_deleted(response_id: str) -> Dict[str, Any]:
+    """The answer to ``DELETE /v1/responses/{id}``."""
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+def input_items_page(items: List[Dict[str, Any]], after: Optional[str] = None, limit: Optional[str] = None,
+                     order: Optional[str] = None) -> Dict[str, Any]:
+    """``GET /v1/responses/{id}/input_items``: a page of a stored response's input items.
+
+    ``after``, ``limit`` (1 to 100, default 20) and ``order`` (``desc``, the default, or
+    ``asc``) are the query parameters as sent.
+    """
+    count = 20
+    if limit is not None:
+        if not _DIGITS.match(limit) or not 1 <= int(limit) <= 100:
+            raise bad_request("limit must be a whole number from 1 to 100 (got %r)" % limit, "limit")
+        count = int(limit)
+    if order not in (None, "asc", "desc"):
+        raise bad_request("order must be asc or desc (got %r)" % order, "order")
+    ordered = list(items) if order == "asc" else list(reversed(items))
+    if after is not None:
+        ids = [item.get("id") for item in ordered]
+        if after not in ids:
+            raise bad_request("after names item %r, which is not among this response's input items" % after,
+                              "after")
+        ordered = ordered[ids.index(after) + 1:]
+    page = ordered[:count]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > count}
+
+
+# ---- the store of responses ----
+
+
+class ResponseStore:
+    """Finished responses and their input, for ``previous_response_id``, ``item_reference``,
+    ``GET`` and ``DELETE`` (in memory: one process).
+
+    At most ``max_entries`` responses, the least recently used evicted first, each kept
+    ``max_age`` seconds after it was stored (``clock`` tells the time; tests pass their own).
+    A response is kept as JSON text with its input items and the conversation before it
+    (``history``), so ``conversation(id)`` is whole even after earlier responses are gone,
+    and nothing a caller does to what it got changes what is kept.  Thread-safe: one lock
+    guards the records.  This is state and the clock, unlike the rest of the section.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_RESPONSE_STORE_ENTRIES,
+                 max_age: float = DEFAULT_RESPONSE_STORE_SECONDS, clock: Callable[[], float] = time.time) -> None:
+        if max_entries < 1 or max_age <= 0:
+            raise ValueError("a response store needs room for one response and a lifetime above 0")
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()
+        # response id -> (stored at, response, input, history, its item ids); least recently used first
+        self._records = collections.OrderedDict()  # type: collections.OrderedDict
+        self._items = {}  # type: Dict[str, Tuple[str, str]]  # item id -> (response id, item)
+
+    def put(self, response: Dict[str, Any], input_items: List[Dict[str, Any]], history: Any = ()) -> None:
+        """Keep a finished response, the input items it answered and the conversation before them."""
+        items = {}  # type: Dict[str, str]
+        for item in list(input_items) + list(response.get("output") or []):
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                items[item["id"]] = compact_json(item)
+        self._put(response["id"], compact_json(response), compact_json(list(input_items)),
+                  compact_json(list(history)), items)
+
+    def get(self, response_id: str) -> Optional[Dict[str, Any]]:
+        record = self._load(response_id)
+        return json.loads(record[0]) if record else None
+
+    def input_items(self, response_id: str) -> Optional[List[Dict[str, Any]]]:
+        record = self._load(response_id)
+        return json.loads(record[1]) if record else None
+
+    def conversation(self, response_id: str) -> Optional[List[Dict[str, Any]]]:
+        """The items up to and including the response's output: the ``history`` a request
+        that continues it (``previous_response_id``) needs."""
+        record = self._load(response_id)
+        if record is None:
+            return None
+        return json.loads(record[2]) + json.loads(record[1]) + (json.loads(record[0]).get("output") or [])
+
+    def items(self, item_ids: List[str]) -> Dict[str, Dict[str, Any]]:
+        """The stored input and output items among ``item_ids``, by id (for ``item_reference``)."""
+        return {item_id: json.loads(text) for item_id, text in self._load_items(item_ids).items()}
+
+    def delete(self, response_id: str) -> bool:
+        with self._lock:
+            return self._drop(response_id)
+
+    # -- what a store keeps where: in memory here; SQLiteResponseStore overrides these --
+
+    def _put(self, response_id: str, response: str, input_items: str, history: str, items: Dict[str, str]) -> None:
+        with self._lock:
+            now = self.clock()
+            self._drop(response_id)
+            for old in [key for key, record in self._records.items() if now - record[0] > self.max_age]:
+                self._drop(old)
+            self._records[response_id] = (now, response, input_items, history, tuple(items))
+            for item_id, text in items.items():
+                self._items[item_id] = (response_id, text)
+            while len(self._records) > self.max_entries:
+                self._drop(next(iter(self._records)))
+
+    def _load(self, response_id: str) -> Optional[Tuple[str, str, str]]:
+        """(response, input items, history) as JSON text, or None; counts as a use."""
+        with self._lock:
+            record = self._records.get(response_id)
+            if record is None:
+                return None
+            if self.clock() - record[0] > self.max_age:
+                self._drop(response_id)
+                return None
+            self._records.move_to_end(response_id)
+            return record[1], record[2], record[3]
+
+    def _load_items(self, item_ids: List[str]) -> Dict[str, str]:
+        with self._lock:
+            now = self.clock()
+            found = {}
+            for item_id in item_ids:
+                owner = self._items.get(item_id)
+                record = self._records.get(owner[0]) if owner else None
+                if owner and record and now - record[0] <= self.max_age:
+                    found[item_id] = owner[1]
+            return found
+
+    def _drop(self, response_id: str) -> bool:
+        """Forget one response and the items it holds (the lock is held)."""
+        record = self._records.pop(response_id, None)
+        if record is None:
+            return False
+        for item_id in record[4]:
+            if self._items.get(item_id, ("",))[0] == response_id:
+                del self._items[item_id]
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def close(self) -> None:
+        """Nothing to release in memory (SQLiteResponseStore closes its connection)."""
+
+
+RESPONSE_STORE_FILENAME = "responses.sqlite3"
+_RESPONSE_STORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, stored REAL NOT NULL, used INTEGER NOT NULL,
+                                      response TEXT NOT NULL, input TEXT NOT NULL, history TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS responses_used ON responses (used);
+CREATE INDEX IF NOT EXISTS responses_stored ON responses (stored);
+CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, response TEXT NOT NULL, item TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS items_response ON items (response);
+"""
+
+
+class SQLiteResponseStore(ResponseStore):
+    """A ResponseStore in a SQLite file, so that ``--workers N`` processes share it: any worker
+    continues a response another one made.
+
+    The parent makes the file's private directory (``make_private_dir()``) before it forks
+    and removes it at exit (``remove_private_dir()``); each process opens its own connection
+    on first use (a connection must not cross a fork).  SQLite's file locks serialize writers
+    across processes; one lock per object serializes this process's threads on its one
+    connection.  Least recently used is a counter in the file, shared by all processes.
+    """
+
+    def __init__(self, path: str, max_entries: int = DEFAULT_RESPONSE_STORE_ENTRIES,
+                 max_age: float = DEFAULT_RESPONSE_STORE_SECONDS, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(max_entries, max_age, clock)
+        self.path = path
+        self._connection = None  # type: Any
+        self._pid = 0
+
+    def _db(self) -> Any:
+        """This process's connection (the lock is held)."""
+        if self._connection is None or self._pid != os.getpid():
+            import sqlite3
+            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_RESPONSE_STORE_SCHEMA)
+            self._connection, self._pid = connection, os.getpid()
+        return self._connection
+
+    def _write(self, steps: Callable[[Any], Any]) -> Any:
+        """Run ``steps(connection)`` in one write transaction (the lock is held)."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = steps(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    @staticmethod
+    def _forget(db: Any, where: str, args: Tuple[Any, ...]) -> int:
+        """Delete the responses ``where`` selects, and their items; how many went."""
+        db.execute("DELETE FROM items WHERE response IN (SELECT id FROM responses WHERE %s)" % where, args)
+        return db.execute("DELETE FROM responses WHERE %s" % where, args).rowcount
+
+    def _put(self, response_id: str, response: str, input_items: str, history: str, items: Dict[str, str]) -> None:
+        def steps(db: Any) -> None:
+            now = self.clock()
+            self._forget(db, "id = ? OR stored < ?", (response_id, now - self.max_age))
+            used = db.execute("SELECT COALESCE(MAX(used), 0) + 1 FROM responses").fetchone()[0]
+            db.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+                       (response_id, now, used, response, input_items, history))
+            db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)",
+                           [(item_id, response_id, text) for item_id, text in items.items()])
+            self._forget(db, "id IN (SELECT id FROM responses ORDER BY used DESC LIMIT -1 OFFSET ?)",
+                         (self.max_entries,))
+
+        with self._lock:
+            self._write(steps)
+
+    def _load(self, response_id: str) -> Optional[Tuple[str, str, str]]:
+        def steps(db: Any) -> Optional[Tuple[str, str, str]]:
+            row = db.execute("SELECT stored, response, input, history FROM responses WHERE id = ?",
+                             (response_id,)).fetchone()
+            if row is None:
+                return None
+            if self.clock() - row[0] > self.max_age:
+                self._forget(db, "id = ?", (response_id,))
+                return None
+            db.execute("UPDATE responses SET used = (SELECT MAX(used) + 1 FROM responses) WHERE id = ?",
+                       (response_id,))
+            return row[1], row[2], row[3]
+
+        with self._lock:
+            return self._write(steps)
+
+    def _load_items(self, item_ids: List[str]) -> Dict[str, str]:
+        found = {}  # type: Dict[str, str]
+        with self._lock:
+            db = self._db()
+            for item_id in item_ids:
+                row = db.execute("SELECT items.item FROM items JOIN responses ON responses.id = items.response "
+                                 "WHERE items.id = ? AND responses.stored >= ?",
+                                 (item_id, self.clock() - self.max_age)).fetchone()
+                if row is not None:
+                    found[item_id] = row[0]
+        return found
+
+    def delete(self, response_id: str) -> bool:
+        with self._lock:
+            return self._write(lambda db: self._forget(db, "id = ?", (response_id,))) > 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+
+def make_private_dir() -> str:
+    """A new directory only this user can enter, for the shared response store's file."""
+    import tempfile
+    return tempfile.mkdtemp(prefix="gigaproxy-")
+
+
+def remove_private_dir(path: str) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # ==== HTTP handler ====
