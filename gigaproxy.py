@@ -118,6 +118,8 @@ DEFAULT_MAX_RETRIES = 2  # extra attempts after 429/5xx/connection failures
 DEFAULT_RETRY_BACKOFF = 0.5  # seconds: the first backoff; doubled each time, with full jitter
 RETRY_AFTER_MAX_WAIT = 10.0  # a longer Retry-After is passed to the client instead of waited out
 DEFAULT_MAX_CONCURRENCY = 128  # client connections served at once; past it: 503
+DEFAULT_RESPONSE_STORE_ENTRIES = 1000  # responses kept for previous_response_id, GET and DELETE
+DEFAULT_RESPONSE_STORE_SECONDS = 24 * 3600.0  # how long one is kept after it was stored
 DEFAULT_CLIENT_TIMEOUT = 60.0  # seconds a client has to send a whole request (head and body)
 DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds in-flight requests get to finish on SIGTERM / Ctrl-C
 DEFAULT_LOG_LEVEL = "INFO"
@@ -305,6 +307,9 @@ class Config(NamedTuple):
     workers: int = 1
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    response_store_size: int = DEFAULT_RESPONSE_STORE_ENTRIES
+    response_store_seconds: float = DEFAULT_RESPONSE_STORE_SECONDS
+    response_store_file: Optional[str] = None  # set by --workers: the SQLite file the workers share
     api_key: Optional[str] = None
     allow_unauthenticated: bool = False
     https_proxy: Optional[str] = None
@@ -545,6 +550,8 @@ def load_config(
     retry_backoff = number("GIGAPROXY_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF, 0, 60, positive=False)
     max_retries = whole("GIGAPROXY_MAX_RETRIES", DEFAULT_MAX_RETRIES, 0, 10)
     max_concurrency = whole("GIGAPROXY_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1, 100000)
+    response_store_size = whole("GIGAPROXY_RESPONSES_STORE_SIZE", DEFAULT_RESPONSE_STORE_ENTRIES, 1, 10 ** 6)
+    response_store_seconds = number("GIGAPROXY_RESPONSES_STORE_SECONDS", DEFAULT_RESPONSE_STORE_SECONDS, 0, 10 ** 8)
     if args.workers is not None:
         env["GIGAPROXY_WORKERS"] = str(args.workers)  # the flag wins; checked like the variable
     workers = whole("GIGAPROXY_WORKERS", 1, 1, 256)
@@ -625,6 +632,8 @@ def load_config(
         workers=workers,
         client_timeout=client_timeout,
         shutdown_grace=shutdown_grace,
+        response_store_size=response_store_size,
+        response_store_seconds=response_store_seconds,
         api_key=api_key,
         allow_unauthenticated=allow_open,
         https_proxy=https_proxy,
@@ -4785,8 +4794,6 @@ _RESPONSES_ACCEPTED_FIELDS = (
 # Item id prefixes, as OpenAI's ids start (items the client sent without an id get one).
 _RESPONSES_ITEM_PREFIXES = {"message": "msg", "reasoning": "rs", "function_call": "fc", "function_call_output": "fco",
                             "custom_tool_call": "ctc", "custom_tool_call_output": "ctco"}
-DEFAULT_RESPONSE_STORE_ENTRIES = 1000  # responses kept for previous_response_id, GET and DELETE
-DEFAULT_RESPONSE_STORE_SECONDS = 24 * 3600.0  # how long one is kept after it was stored
 
 
 class ResponsesTools:
@@ -6071,6 +6078,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.set_socket_timeout(CLIENT_WRITE_TIMEOUT)  # for writing; body reads re-arm it
             self._check_api_key(path)
             handler, args = self._route(path)
+            if self.command in ("GET", "HEAD", "DELETE", "OPTIONS") and (
+                    self.headers.get("Transfer-Encoding") or (self._declared_length() or 0) > 0):
+                self._discard_body()  # these routes read no body: before the answer, so it can say Connection: close
             handler(*args)
         except ProxyError as exc:
             self._upstream_id = exc.upstream_id or self._upstream_id
@@ -6184,10 +6194,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._gemini, (model, action)
         path = _route_key(path)
         method = "GET" if self.command == "HEAD" else self.command
+        parts = path.split("/")
         if path.startswith("/models/") and len(path) > len("/models/"):
             allowed = {"GET": self._model_info}  # type: Dict[str, Callable[..., None]]
             args = (urllib.parse.unquote(path[len("/models/"):]),)  # type: Tuple[Any, ...]
             self._route_name = "/models/{id}"
+        elif len(parts) in (3, 4) and parts[1] == "responses" and parts[2] and parts[3:] in ([], ["input_items"]):
+            allowed = {"GET": self._response} if parts[3:] else {"GET": self._response, "DELETE": self._response}
+            args = (parts[2], "".join(parts[3:]))
+            self._route_name = "/responses/{id}" + "".join("/" + p for p in parts[3:])
         else:
             allowed = ROUTES.get(path, {})
             allowed = {m: getattr(self, name) for m, name in allowed.items()}
@@ -6196,7 +6211,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not allowed:
             self._discard_body()
             raise ProxyError(404, "no route %s %s; gigaproxy serves /v1/chat/completions, /v1/completions, "
-                             "/v1/embeddings, /v1/models, /v1/messages, /health"
+                             "/v1/embeddings, /v1/models, /v1/responses, /v1/messages, /v1beta/models, /health"
                              % (self.command, _printable(path, 100)), "invalid_request_error", "not_found")
         if method not in allowed:
             self._discard_body()
@@ -6405,6 +6420,59 @@ class Handler(http.server.BaseHTTPRequestHandler):
         chats, legacy = completion_to_chat(self._read_json())
         self._serve_chat(chats, lambda response, n: to_completion_answer(response, legacy, n),
                          lambda model: CompletionStream(legacy))
+
+    def _responses(self) -> None:
+        """OpenAI Responses (Codex CLI, the Agents SDK) through the chat core; kept in the
+        response store unless ``store: false``, for previous_response_id, GET and DELETE."""
+        request = self._read_json()
+        store = self.server.response_store
+        history = ()  # type: Any
+        previous = request.get("previous_response_id")
+        if isinstance(previous, str):
+            history = store.conversation(previous)
+            if history is None:
+                raise response_not_found(previous, "previous_response_id")
+        references = store.items(item_references(request))
+        chat = responses_to_chat(request, history, references)
+        response_id = "resp_" + os.urandom(16).hex()
+        created = int(time.time())
+        keep = request.get("store", True) is not False
+        inputs = response_input_items(request, response_id, references)
+        streams = []  # type: List[ResponsesStream]
+
+        def respond(answer: Dict[str, Any], n: int) -> Dict[str, Any]:
+            response = chat_to_responses(answer, request, response_id, created)
+            if keep:
+                store.put(response, inputs, history)
+            return response
+
+        def stream(model: str) -> ResponsesStream:
+            streams.append(ResponsesStream(request, response_id, created, model))
+            return streams[-1]
+
+        self._serve_chat([chat], respond, stream)
+        if keep and streams and streams[0].response and streams[0].response["status"] != "failed":
+            store.put(streams[0].response, inputs, history)
+
+    def _response(self, response_id: str, part: str) -> None:
+        """``GET`` / ``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``."""
+        store = self.server.response_store
+        if part == "input_items":
+            items = store.input_items(response_id)
+            if items is None:
+                raise response_not_found(response_id)
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            self._send_json(200, input_items_page(items, *[(query.get(name) or [None])[0]
+                                                           for name in ("after", "limit", "order")]))
+        elif self.command == "DELETE":
+            if not store.delete(response_id):
+                raise response_not_found(response_id)
+            self._send_json(200, response_deleted(response_id))
+        else:
+            found = store.get(response_id)
+            if found is None:
+                raise response_not_found(response_id)
+            self._send_json(200, found)
 
     def _anthropic_messages(self) -> None:
         """Anthropic Messages (Claude Code, the anthropic SDK) through the chat core."""
@@ -6716,6 +6784,7 @@ ROUTES = {
     "/embeddings": {"POST": "_embeddings"},
     "/balance": {"GET": "_balance"},
     "/tokens/count": {"POST": "_tokens_count"},
+    "/responses": {"POST": "_responses"},
 }  # type: Dict[str, Dict[str, str]]
 
 # Routes of other dialects, whose errors (a refused key included) are written in the dialect's envelope.
@@ -6788,6 +6857,11 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
         self._requests = 0
         self._idle = collections.OrderedDict()  # type: collections.OrderedDict[socket.socket, None]
         self._closed_idle = set()  # type: set
+        if config.response_store_file:  # --workers: any worker continues any response
+            self.response_store = SQLiteResponseStore(config.response_store_file, config.response_store_size,
+                                                      config.response_store_seconds)  # type: ResponseStore
+        else:
+            self.response_store = ResponseStore(config.response_store_size, config.response_store_seconds)
         self._streams = 0
         self._models_noted = set()  # type: set  # client model names already logged with what serves them
         upstream.metrics.sources.update({
@@ -6933,6 +7007,7 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         self.upstream.transport.close()
+        self.response_store.close()
 
 
 def make_server(config: Config) -> GigaProxyServer:
@@ -7028,10 +7103,13 @@ ENV_HELP = """environment variables (flag > environment > env file > default):
   GIGAPROXY_MODEL_MAP           client model names to GigaChat models, first match wins, e.g.
                                 claude-*haiku*=GigaChat-2,*=GigaChat-2-Max
   GIGAPROXY_UPSTREAM_HEADERS    headers added to every GigaChat request: 'Name: value; Name2: value2'
+  GIGAPROXY_RESPONSES_STORE_SIZE     default %(store_size)d: Responses API answers kept for previous_response_id
+  GIGAPROXY_RESPONSES_STORE_SECONDS  default %(store_seconds)g: how long one is kept
 """ % {"embeddings": DEFAULT_EMBEDDINGS_MODEL, "base": DEFAULT_BASE_URL, "auth": DEFAULT_AUTH_URL, "timeout": DEFAULT_TIMEOUT, "model": DEFAULT_MODEL,
        "body": DEFAULT_MAX_BODY_MB, "connect": DEFAULT_CONNECT_TIMEOUT, "total": DEFAULT_TOTAL_TIMEOUT,
        "retries": DEFAULT_MAX_RETRIES, "backoff": DEFAULT_RETRY_BACKOFF, "concurrency": DEFAULT_MAX_CONCURRENCY,
-       "client": DEFAULT_CLIENT_TIMEOUT, "grace": DEFAULT_SHUTDOWN_GRACE}
+       "client": DEFAULT_CLIENT_TIMEOUT, "grace": DEFAULT_SHUTDOWN_GRACE,
+       "store_size": DEFAULT_RESPONSE_STORE_ENTRIES, "store_seconds": DEFAULT_RESPONSE_STORE_SECONDS}
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -7156,6 +7234,8 @@ def _run_workers(config: Config, reservation: socket.socket) -> int:
     parent turns the first Ctrl-C (or a SIGTERM) into SIGTERM for every worker, which
     drains as ``serve`` does, and a second Ctrl-C into SIGKILL.
     """
+    private = make_private_dir()  # the workers' shared response store; removed when they have stopped
+    config = config._replace(response_store_file=os.path.join(private, RESPONSE_STORE_FILENAME))
     ready_read, ready_write = os.pipe()
     children = []  # type: List[int]
     for _ in range(config.workers):
@@ -7212,6 +7292,7 @@ def _run_workers(config: Config, reservation: socket.socket) -> int:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
         reservation.close()
+        remove_private_dir(private)
     log.info("gigaproxy stopped")
     return worst
 

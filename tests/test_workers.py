@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import sys
 import threading
 import http.client
@@ -87,3 +88,50 @@ def test_workers_refused_off_linux_has_one_line(monkeypatch):
     with pytest.raises(gigaproxy.ConfigError) as info:
         gigaproxy._reserve_port(config)
     assert "needs Linux" in str(info.value)
+
+
+def call(port, method, path, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)  # a new connection: any worker may take it
+    conn.request(method, path, json.dumps(body) if body is not None else None, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, json.loads(data)
+
+
+def test_workers_share_the_responses_store(fake, tmp_path):
+    """A response made by one worker is found by the other: GET, previous_response_id and DELETE
+    all work whichever worker the kernel hands each new connection to."""
+    def stores():
+        tmp = tempfile.gettempdir()
+        return {name for name in os.listdir(tmp) if name.startswith("gigaproxy-")
+                and os.path.exists(os.path.join(tmp, name, "responses.sqlite3"))}
+
+    before = stores()
+    process, port, lines, reader = start_workers(fake, tmp_path)
+    try:
+        made = []
+        for i in range(12):
+            status, body = call(port, "POST", "/v1/responses", {"model": "gigachat", "input": "n%d" % i})
+            assert status == 200 and body["status"] == "completed", body
+            made.append(body["id"])
+        assert len(stores() - before) == 1  # one private directory with the shared file
+        for response_id in made:
+            status, body = call(port, "GET", "/v1/responses/" + response_id)
+            assert status == 200 and body["id"] == response_id
+        status, body = call(port, "POST", "/v1/responses", {"model": "gigachat", "input": "and then?",
+                                                            "previous_response_id": made[0]})
+        assert status == 200
+        assert [m["content"] for m in fake.chat_requests()[-1]["messages"]][-3:] == ["n0", "Echo: n0", "and then?"]
+        assert call(port, "DELETE", "/v1/responses/" + made[1])[0] == 200
+        assert call(port, "GET", "/v1/responses/" + made[1])[0] == 404
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(20)
+    text = "".join(lines)
+    assert "Traceback" not in text
+    assert len(set(re.findall(r"\[(\d+)\] INFO 127\.0\.0\.1 GET /v1/responses/", text))) == 2  # both workers found some
+    assert stores() - before == set()  # removed when the workers stopped
