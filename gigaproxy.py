@@ -94,7 +94,20 @@ __all__ = [
     "normalize_schema",
     "to_openai_response",
     "StreamTranslator",
+    "ChatStream",
     "TokenManager",
+    "Metrics",
+    "run_checks",
+    "anthropic_to_chat",
+    "chat_to_anthropic",
+    "AnthropicStream",
+    "responses_to_chat",
+    "chat_to_responses",
+    "ResponsesStream",
+    "ResponseStore",
+    "gemini_to_chat",
+    "chat_to_gemini",
+    "GeminiStream",
 ]
 
 log = logging.getLogger("gigaproxy")
@@ -2910,71 +2923,7 @@ def estimate_tokens(texts: List[str]) -> int:
     return sum((len(text) + 3) // 4 for text in texts)
 
 
-# ---- legacy completions and embeddings -------------------------------------------------
-
-COMPLETION_INSTRUCTION = ("Continue the user's text exactly where it stops. Reply with the continuation only: "
-                          "do not repeat the text, do not comment, do not add code fences.")
-INFILL_INSTRUCTION = ("The user's text contains one <FILL> marker. Reply with only the text that replaces "
-                      "<FILL>: no explanation, no code fences, no repetition of the text around it.")
-_COMPLETION_FIELDS = ("model", "max_tokens", "temperature", "top_p", "stop", "stream", "stream_options", "n",
-                      "repetition_penalty", "update_interval", "profanity_check")
-
-
-class LegacyCompletion:
-    """How a legacy ``/completions`` request was turned into chat requests (one per prompt)."""
-
-    def __init__(self, prompts: List[str], echo: bool) -> None:
-        self.prompts = prompts
-        self.echo = echo
-
-
-def completion_to_chat(request: Any) -> Tuple[List[Dict[str, Any]], LegacyCompletion]:
-    """A legacy completions request as chat requests: one per prompt, text or fill-in-the-middle."""
-    _expect(request, (dict,), "body", "a JSON object")
-    prompt = request.get("prompt")
-    if isinstance(prompt, str):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        prompts = list(prompt)
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) for p in prompt):
-        raise bad_request("prompt as token ids is not supported: GigaChat takes text", "prompt", "unsupported_value")
-    else:
-        raise bad_request("prompt must be a string or a non-empty array of strings", "prompt", "invalid_type")
-    suffix = request.get("suffix")
-    if suffix is not None:
-        _expect(suffix, (str,), "suffix", "a string")
-    echo = request.get("echo")
-    if echo is not None:
-        _expect(echo, (bool,), "echo", "a boolean")
-    if len(prompts) > 1 and request.get("stream"):
-        raise bad_request("several prompts cannot be streamed: send one prompt per request", "prompt",
-                          "unsupported_value")
-    base = {key: request[key] for key in _COMPLETION_FIELDS if key in request}
-    chats = []
-    for text in prompts:
-        chat = dict(base)
-        if suffix:
-            chat["messages"] = [{"role": "system", "content": INFILL_INSTRUCTION},
-                                {"role": "user", "content": text + "<FILL>" + suffix}]
-        else:
-            chat["messages"] = [{"role": "system", "content": COMPLETION_INSTRUCTION},
-                                {"role": "user", "content": text}]
-        chats.append(chat)
-    return chats, LegacyCompletion(prompts, bool(echo))
-
-
-def to_completion_response(chat: Dict[str, Any], legacy: LegacyCompletion, prompt_index: int = 0) -> Dict[str, Any]:
-    """A chat.completion answer as a legacy ``text_completion`` one."""
-    prefix = legacy.prompts[prompt_index] if legacy.echo else ""
-    return {
-        "id": "cmpl-" + chat["id"].split("-", 1)[-1],
-        "object": "text_completion",
-        "created": chat["created"],
-        "model": chat["model"],
-        "choices": [{"text": prefix + (c["message"].get("content") or ""), "index": c["index"], "logprobs": None,
-                     "finish_reason": c["finish_reason"]} for c in chat["choices"]],
-        "usage": chat["usage"],
-    }
+# ---- several choices, embeddings ---------------------------------------------------------
 
 
 def merge_choices(responses: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -3511,6 +3460,78 @@ class StreamTranslator:
         return [usage_chunk]
 
 
+# ==== Dialects ====
+# APIs other than OpenAI chat, each an adapter around the chat core: its request becomes a chat
+# request, chat answers and chunks become its shapes.  Pure, as Translation: no I/O, ids are parameters
+# (the one exception, the Responses store, says so).
+
+# ---- OpenAI legacy completions (Continue's autocomplete) --------------------------------
+
+COMPLETION_INSTRUCTION = ("Continue the user's text exactly where it stops. Reply with the continuation only: "
+                          "do not repeat the text, do not comment, do not add code fences.")
+INFILL_INSTRUCTION = ("The user's text contains one <FILL> marker. Reply with only the text that replaces "
+                      "<FILL>: no explanation, no code fences, no repetition of the text around it.")
+_COMPLETION_FIELDS = ("model", "max_tokens", "temperature", "top_p", "stop", "stream", "stream_options", "n",
+                      "repetition_penalty", "update_interval", "profanity_check")
+
+
+class LegacyCompletion:
+    """How a legacy ``/completions`` request was turned into chat requests (one per prompt)."""
+
+    def __init__(self, prompts: List[str], echo: bool) -> None:
+        self.prompts = prompts
+        self.echo = echo
+
+
+def completion_to_chat(request: Any) -> Tuple[List[Dict[str, Any]], LegacyCompletion]:
+    """A legacy completions request as chat requests: one per prompt, text or fill-in-the-middle."""
+    _expect(request, (dict,), "body", "a JSON object")
+    prompt = request.get("prompt")
+    if isinstance(prompt, str):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompts = list(prompt)
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) for p in prompt):
+        raise bad_request("prompt as token ids is not supported: GigaChat takes text", "prompt", "unsupported_value")
+    else:
+        raise bad_request("prompt must be a string or a non-empty array of strings", "prompt", "invalid_type")
+    suffix = request.get("suffix")
+    if suffix is not None:
+        _expect(suffix, (str,), "suffix", "a string")
+    echo = request.get("echo")
+    if echo is not None:
+        _expect(echo, (bool,), "echo", "a boolean")
+    if len(prompts) > 1 and request.get("stream"):
+        raise bad_request("several prompts cannot be streamed: send one prompt per request", "prompt",
+                          "unsupported_value")
+    base = {key: request[key] for key in _COMPLETION_FIELDS if key in request}
+    chats = []
+    for text in prompts:
+        chat = dict(base)
+        if suffix:
+            chat["messages"] = [{"role": "system", "content": INFILL_INSTRUCTION},
+                                {"role": "user", "content": text + "<FILL>" + suffix}]
+        else:
+            chat["messages"] = [{"role": "system", "content": COMPLETION_INSTRUCTION},
+                                {"role": "user", "content": text}]
+        chats.append(chat)
+    return chats, LegacyCompletion(prompts, bool(echo))
+
+
+def to_completion_response(chat: Dict[str, Any], legacy: LegacyCompletion, prompt_index: int = 0) -> Dict[str, Any]:
+    """A chat.completion answer as a legacy ``text_completion`` one."""
+    prefix = legacy.prompts[prompt_index] if legacy.echo else ""
+    return {
+        "id": "cmpl-" + chat["id"].split("-", 1)[-1],
+        "object": "text_completion",
+        "created": chat["created"],
+        "model": chat["model"],
+        "choices": [{"text": prefix + (c["message"].get("content") or ""), "index": c["index"], "logprobs": None,
+                     "finish_reason": c["finish_reason"]} for c in chat["choices"]],
+        "usage": chat["usage"],
+    }
+
+
 def to_completion_answer(response: Dict[str, Any], legacy: LegacyCompletion, n: int) -> Dict[str, Any]:
     """The merged chat answer to a legacy completion's prompts (``n`` choices each) as one text_completion."""
     by_prompt = [dict(response, choices=[c for c in response["choices"] if c["index"] // n == i])
@@ -3545,11 +3566,6 @@ class CompletionStream(ChatStream):
         out["choices"] = [{"text": text, "index": 0, "logprobs": None, "finish_reason": choice["finish_reason"]}]
         return [("", out)]
 
-
-# ==== Dialects ====
-# APIs other than OpenAI chat, each an adapter around the chat core: its request becomes a chat
-# request, chat answers and chunks become its shapes.  Pure, as Translation: no I/O, ids are parameters
-# (the one exception, the Responses store, says so).
 
 # ---- Anthropic Messages (Claude Code, the anthropic SDK) -------------------------------
 
