@@ -2,9 +2,12 @@
 """gigaproxy: an OpenAI-compatible HTTP API in front of Sber's GigaChat, in one file.
 
 Any OpenAI client (the ``openai`` SDK, Cline, Roo Code, Continue, Aider, Open WebUI,
-LangChain) talks to gigaproxy as if it were OpenAI; gigaproxy fetches and caches
-GigaChat tokens, verifies TLS with the bundled Russian Trusted Root CA, translates
-each request to GigaChat's wire format and each answer (streamed or not) back.
+LangChain) talks to gigaproxy as if it were OpenAI, and so do clients of three other
+APIs it serves through the same core: OpenAI Responses (Codex CLI, the Agents SDK),
+Anthropic Messages (Claude Code, the anthropic SDK) and Gemini (Gemini CLI,
+google-genai).  gigaproxy fetches and caches GigaChat tokens, verifies TLS with the
+bundled Russian Trusted Root CA, translates each request to GigaChat's wire format
+and each answer (streamed or not) back.
 
 Usage::
 
@@ -35,8 +38,9 @@ Vendoring: importing this module has no side effects.  ``main(argv) -> int`` run
 server; ``load_config()``, ``make_server()``, ``to_gigachat_request()``,
 ``to_openai_response()`` and ``StreamTranslator`` are the documented building blocks.
 
-Not goals: a general LLM router, a web UI, storing conversations, or any package
-beyond the Python standard library (3.8 and newer).
+Not goals: a general LLM router, a web UI, storing conversations (beyond the bounded
+store the Responses API's previous_response_id needs), or any package beyond the Python
+standard library (3.8 and newer).
 
 SPDX-License-Identifier: MIT
 """
@@ -5845,7 +5849,7 @@ class _FramingError(Exception):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves the OpenAI API for one client connection (HTTP/1.1, keep-alive).
+    """Serves one client connection (HTTP/1.1, keep-alive): the OpenAI API and the dialects.
 
     http.server reads each request line and its headers; ``parse_request`` then applies
     the framing rules the standard library leaves to its users (no Transfer-Encoding with
@@ -5853,7 +5857,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     folded lines, no HTTP/0.9): a request that breaks them is answered and its
     connection closed, nothing more read from it.  Every route answers with and without
     the ``/v1`` prefix.  Handlers raise ProxyError for anything the client should see;
-    ``_dispatch`` renders it as an OpenAI error body, turns any other exception into a
+    ``_dispatch`` renders it in the route's dialect (OpenAI's error body unless the route
+    is Anthropic's or Gemini's), turns any other exception into a
     500 without a traceback on the wire, and writes one access-log line.  A streamed
     answer is written chunk by chunk (chunked transfer encoding) the moment each
     upstream event is translated; once its headers are out, an error can only be
