@@ -145,6 +145,7 @@ DEFAULT_ENV_FILE = ".env"
 DEFAULT_EMBEDDINGS_MODEL = "Embeddings"
 DEFAULT_STRUCTURED_OUTPUT = "function"  # json_schema answers via a forced function; or "native"
 CLIENT_WRITE_TIMEOUT = 120.0  # seconds a client may take to accept what is written to it
+DEFAULT_KEEPALIVE_TIMEOUT = 30.0  # seconds an idle keep-alive client connection is kept (at most)
 BUNDLED_CA_FILENAME = "russian_trusted_root_ca.pem"
 
 TOKEN_REFRESH_MARGIN = 60.0  # refresh this many seconds before the token expires
@@ -5774,7 +5775,6 @@ _HEADER_DEFECTS = (email.errors.MissingHeaderBodySeparatorDefect, email.errors.F
                    email.errors.InvalidHeaderDefect, email.errors.MisplacedEnvelopeHeaderDefect)
 MAX_CHUNK_SIZE_LINE = 1024  # bytes, CRLF included
 MAX_TRAILER_LINES = 100  # header lines after the last chunk, as http.client allows for headers
-DEFAULT_KEEPALIVE_TIMEOUT = 30.0  # seconds an idle keep-alive client connection is kept (at most)
 
 
 def _printable(text: str, limit: int = 300) -> str:
