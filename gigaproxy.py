@@ -136,6 +136,7 @@ DEFAULT_RETRY_BACKOFF = 0.5  # seconds: the first backoff; doubled each time, wi
 RETRY_AFTER_MAX_WAIT = 10.0  # a longer Retry-After is passed to the client instead of waited out
 DEFAULT_MAX_CONCURRENCY = 128  # client connections served at once; past it: 503
 DEFAULT_RESPONSE_STORE_ENTRIES = 1000  # responses kept for previous_response_id, GET and DELETE
+DEFAULT_RESPONSE_STORE_MB = 256.0  # and at most this much of them (a conversation with images is large)
 DEFAULT_RESPONSE_STORE_SECONDS = 24 * 3600.0  # how long one is kept after it was stored
 DEFAULT_CLIENT_TIMEOUT = 60.0  # seconds a client has to send a whole request (head and body)
 DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds in-flight requests get to finish on SIGTERM / Ctrl-C
@@ -327,6 +328,7 @@ class Config(NamedTuple):
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     response_store_size: int = DEFAULT_RESPONSE_STORE_ENTRIES
     response_store_seconds: float = DEFAULT_RESPONSE_STORE_SECONDS
+    response_store_bytes: int = int(DEFAULT_RESPONSE_STORE_MB * 1048576)
     response_store_file: Optional[str] = None  # set by --workers: the SQLite file the workers share
     api_key: Optional[str] = None
     allow_unauthenticated: bool = False
@@ -570,6 +572,8 @@ def load_config(
     max_concurrency = whole("GIGAPROXY_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1, 100000)
     response_store_size = whole("GIGAPROXY_RESPONSES_STORE_SIZE", DEFAULT_RESPONSE_STORE_ENTRIES, 1, 10 ** 6)
     response_store_seconds = number("GIGAPROXY_RESPONSES_STORE_SECONDS", DEFAULT_RESPONSE_STORE_SECONDS, 0, 10 ** 8)
+    response_store_mb = number("GIGAPROXY_RESPONSES_STORE_MB", DEFAULT_RESPONSE_STORE_MB, 0, 10 ** 6,
+                               what="a number of megabytes")
     if args.workers is not None:
         env["GIGAPROXY_WORKERS"] = str(args.workers)  # the flag wins; checked like the variable
     workers = whole("GIGAPROXY_WORKERS", 1, 1, 256)
@@ -652,6 +656,7 @@ def load_config(
         shutdown_grace=shutdown_grace,
         response_store_size=response_store_size,
         response_store_seconds=response_store_seconds,
+        response_store_bytes=int(response_store_mb * 1048576),
         api_key=api_key,
         allow_unauthenticated=allow_open,
         https_proxy=https_proxy,
@@ -5524,8 +5529,9 @@ class ResponseStore:
     """Finished responses and their input, for ``previous_response_id``, ``item_reference``,
     ``GET`` and ``DELETE`` (in memory: one process).
 
-    At most ``max_entries`` responses, the least recently used evicted first, each kept
-    ``max_age`` seconds after it was stored (``clock`` tells the time; tests pass their own).
+    At most ``max_entries`` responses taking at most ``max_bytes`` (their JSON text), the
+    least recently used evicted first, each kept ``max_age`` seconds after it was stored
+    (``clock`` tells the time; tests pass their own).
     A response is kept as JSON text with its input items and the conversation before it
     (``history``), so ``conversation(id)`` is whole even after earlier responses are gone,
     and nothing a caller does to what it got changes what is kept.  Thread-safe: one lock
@@ -5533,12 +5539,15 @@ class ResponseStore:
     """
 
     def __init__(self, max_entries: int = DEFAULT_RESPONSE_STORE_ENTRIES,
-                 max_age: float = DEFAULT_RESPONSE_STORE_SECONDS, clock: Callable[[], float] = time.time) -> None:
-        if max_entries < 1 or max_age <= 0:
+                 max_age: float = DEFAULT_RESPONSE_STORE_SECONDS, clock: Callable[[], float] = time.time,
+                 max_bytes: int = int(DEFAULT_RESPONSE_STORE_MB * 1048576)) -> None:
+        if max_entries < 1 or max_age <= 0 or max_bytes < 1:
             raise ValueError("a response store needs room for one response and a lifetime above 0")
         self.max_entries = max_entries
         self.max_age = max_age
+        self.max_bytes = max_bytes
         self.clock = clock
+        self._bytes = 0  # the size of what _records holds
         self._lock = threading.Lock()
         # response id -> (stored at, response, input, history, its item ids); least recently used first
         self._records = collections.OrderedDict()  # type: collections.OrderedDict
@@ -5586,9 +5595,10 @@ class ResponseStore:
             for old in [key for key, record in self._records.items() if now - record[0] > self.max_age]:
                 self._drop(old)
             self._records[response_id] = (now, response, input_items, history, tuple(items))
+            self._bytes += _record_size(response, input_items, history, items)
             for item_id, text in items.items():
                 self._items[item_id] = (response_id, text)
-            while len(self._records) > self.max_entries:
+            while self._records and (len(self._records) > self.max_entries or self._bytes > self.max_bytes):
                 self._drop(next(iter(self._records)))
 
     def _load(self, response_id: str) -> Optional[Tuple[str, str, str]]:
@@ -5619,9 +5629,11 @@ class ResponseStore:
         record = self._records.pop(response_id, None)
         if record is None:
             return False
+        items = {}
         for item_id in record[4]:
             if self._items.get(item_id, ("",))[0] == response_id:
-                del self._items[item_id]
+                items[item_id] = self._items.pop(item_id)[1]
+        self._bytes -= _record_size(record[1], record[2], record[3], items)
         return True
 
     def __len__(self) -> int:
@@ -5632,10 +5644,16 @@ class ResponseStore:
         """Nothing to release in memory (SQLiteResponseStore closes its connection)."""
 
 
+def _record_size(response: str, input_items: str, history: str, items: Dict[str, str]) -> int:
+    """What one stored response takes, counted in characters of its JSON text."""
+    return len(response) + len(input_items) + len(history) + sum(len(text) for text in items.values())
+
+
 RESPONSE_STORE_FILENAME = "responses.sqlite3"
 _RESPONSE_STORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, stored REAL NOT NULL, used INTEGER NOT NULL,
-                                      response TEXT NOT NULL, input TEXT NOT NULL, history TEXT NOT NULL);
+                                      response TEXT NOT NULL, input TEXT NOT NULL, history TEXT NOT NULL,
+                                      size INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS responses_used ON responses (used);
 CREATE INDEX IF NOT EXISTS responses_stored ON responses (stored);
 CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, response TEXT NOT NULL, item TEXT NOT NULL);
@@ -5655,8 +5673,9 @@ class SQLiteResponseStore(ResponseStore):
     """
 
     def __init__(self, path: str, max_entries: int = DEFAULT_RESPONSE_STORE_ENTRIES,
-                 max_age: float = DEFAULT_RESPONSE_STORE_SECONDS, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(max_entries, max_age, clock)
+                 max_age: float = DEFAULT_RESPONSE_STORE_SECONDS, clock: Callable[[], float] = time.time,
+                 max_bytes: int = int(DEFAULT_RESPONSE_STORE_MB * 1048576)) -> None:
+        super().__init__(max_entries, max_age, clock, max_bytes)
         self.path = path
         self._connection = None  # type: Any
         self._pid = 0
@@ -5695,12 +5714,18 @@ class SQLiteResponseStore(ResponseStore):
             now = self.clock()
             self._forget(db, "id = ? OR stored < ?", (response_id, now - self.max_age))
             used = db.execute("SELECT COALESCE(MAX(used), 0) + 1 FROM responses").fetchone()[0]
-            db.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?)",
-                       (response_id, now, used, response, input_items, history))
+            db.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (response_id, now, used, response, input_items, history,
+                        _record_size(response, input_items, history, items)))
             db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)",
                            [(item_id, response_id, text) for item_id, text in items.items()])
             self._forget(db, "id IN (SELECT id FROM responses ORDER BY used DESC LIMIT -1 OFFSET ?)",
                          (self.max_entries,))
+            total = db.execute("SELECT COALESCE(SUM(size), 0) FROM responses").fetchone()[0]
+            while total > self.max_bytes:  # past max_bytes, the least recently used go
+                oldest = db.execute("SELECT id, size FROM responses ORDER BY used LIMIT 1").fetchone()
+                self._forget(db, "id = ?", (oldest[0],))
+                total -= oldest[1]
 
         with self._lock:
             self._write(steps)
@@ -6880,9 +6905,11 @@ class GigaProxyServer(http.server.ThreadingHTTPServer):
         self._closed_idle = set()  # type: set
         if config.response_store_file:  # --workers: any worker continues any response
             self.response_store = SQLiteResponseStore(config.response_store_file, config.response_store_size,
-                                                      config.response_store_seconds)  # type: ResponseStore
+                                                      config.response_store_seconds, time.time,
+                                                      config.response_store_bytes)  # type: ResponseStore
         else:
-            self.response_store = ResponseStore(config.response_store_size, config.response_store_seconds)
+            self.response_store = ResponseStore(config.response_store_size, config.response_store_seconds, time.time,
+                                                config.response_store_bytes)
         self._streams = 0
         self._models_noted = set()  # type: set  # client model names already logged with what serves them
         upstream.metrics.sources.update({
@@ -7126,11 +7153,13 @@ ENV_HELP = """environment variables (flag > environment > env file > default):
   GIGAPROXY_UPSTREAM_HEADERS    headers added to every GigaChat request: 'Name: value; Name2: value2'
   GIGAPROXY_RESPONSES_STORE_SIZE     default %(store_size)d: Responses API answers kept for previous_response_id
   GIGAPROXY_RESPONSES_STORE_SECONDS  default %(store_seconds)g: how long one is kept
+  GIGAPROXY_RESPONSES_STORE_MB       default %(store_mb)g: the most they may take, all together
 """ % {"embeddings": DEFAULT_EMBEDDINGS_MODEL, "base": DEFAULT_BASE_URL, "auth": DEFAULT_AUTH_URL, "timeout": DEFAULT_TIMEOUT, "model": DEFAULT_MODEL,
        "body": DEFAULT_MAX_BODY_MB, "connect": DEFAULT_CONNECT_TIMEOUT, "total": DEFAULT_TOTAL_TIMEOUT,
        "retries": DEFAULT_MAX_RETRIES, "backoff": DEFAULT_RETRY_BACKOFF, "concurrency": DEFAULT_MAX_CONCURRENCY,
        "client": DEFAULT_CLIENT_TIMEOUT, "grace": DEFAULT_SHUTDOWN_GRACE,
-       "store_size": DEFAULT_RESPONSE_STORE_ENTRIES, "store_seconds": DEFAULT_RESPONSE_STORE_SECONDS}
+       "store_size": DEFAULT_RESPONSE_STORE_ENTRIES, "store_seconds": DEFAULT_RESPONSE_STORE_SECONDS,
+       "store_mb": DEFAULT_RESPONSE_STORE_MB}
 
 
 class _ArgumentParser(argparse.ArgumentParser):

@@ -790,6 +790,19 @@ def test_store_evicts_the_least_recently_used(make_store):
     assert len(store) == 2
 
 
+def test_store_keeps_within_its_size(make_store):
+    """A bound in bytes too: conversations with images are large, and each keeps its history."""
+    store = make_store(max_bytes=1)
+    store.put(response(1), [user_item(1)])  # larger than the whole store: not kept
+    assert store.get("resp_1") is None and len(store) == 0
+    one = len(json.dumps(response(2), separators=(",", ":"))) * 4  # room for about two small responses
+    store = make_store(max_bytes=one)
+    for number in (2, 3, 4):
+        store.put(response(number), [user_item(number)])
+    assert store.get("resp_2") is None and store.items(["msg_2_0"]) == {}  # the least recently used went
+    assert store.get("resp_4") is not None and 1 <= len(store) <= 2
+
+
 def test_store_forgets_after_its_lifetime(make_store):
     clock = Clock()
     store = make_store(max_age=60.0, clock=clock)
@@ -818,6 +831,8 @@ def test_store_rejects_nonsense_bounds():
         ResponseStore(max_entries=0)
     with pytest.raises(ValueError):
         ResponseStore(max_age=0)
+    with pytest.raises(ValueError):
+        ResponseStore(max_bytes=0)
 
 
 def test_sqlite_store_is_shared_by_two_store_objects(tmp_path):
