@@ -656,7 +656,7 @@ def load_config(
         shutdown_grace=shutdown_grace,
         response_store_size=response_store_size,
         response_store_seconds=response_store_seconds,
-        response_store_bytes=int(response_store_mb * 1048576),
+        response_store_bytes=max(1, int(response_store_mb * 1048576)),
         api_key=api_key,
         allow_unauthenticated=allow_open,
         https_proxy=https_proxy,
@@ -915,8 +915,12 @@ class UpstreamExchange:
         """A response header (case-insensitive, unfolded), or None."""
         return unfold(self.response.headers.get(name))
 
-    def read(self) -> bytes:
+    def read(self, timeout: Optional[float] = None) -> bytes:
+        """The whole body (``timeout``: waiting at most that long for each piece of it)."""
         try:
+            sock = getattr(self.response, "_sock", None)
+            if timeout is not None and sock is not None:
+                sock.settimeout(timeout)
             data = self.response.read()
         except BaseException:
             self.close()
@@ -932,7 +936,7 @@ class UpstreamExchange:
             if left <= 0:
                 raise _total_timeout_error()
             timeout = min(self._transport.read_timeout, left)
-            sock = self._conn.sock if self._conn is not None else None
+            sock = getattr(self.response, "_sock", None)  # also when http.client gave the socket to the response
             if sock is not None and timeout != self._timeout:  # a syscall: only when it changes
                 sock.settimeout(timeout)
                 self._timeout = timeout
@@ -1267,7 +1271,11 @@ class TokenManager:
                     self._fetching = True
                     if not still_good:
                         break  # this caller fetches; the others wait for it
-                    threading.Thread(target=self._refresh_ahead, name="gigaproxy-token-refresh", daemon=True).start()
+                    try:
+                        threading.Thread(target=self._refresh_ahead, name="gigaproxy-token-refresh",
+                                         daemon=True).start()
+                    except RuntimeError:  # no thread to be had: the next caller tries again
+                        self._fetching = False
                 if still_good:
                     return self._token  # a refresh is under way; this token has not expired yet
                 generation = self._generation
@@ -1635,7 +1643,7 @@ class Upstream:
             metrics.observe("gigaproxy_upstream_duration_seconds", time.monotonic() - started,
                             path=path if path in _METRIC_PATHS else "other")
             if exchange.status == 401 and not reauthorized and self.tokens.can_fetch:
-                exchange.read()
+                self._read(exchange)
                 self.tokens.invalidate(token)
                 reauthorized = True
                 log.info("GigaChat rejected the access token on %s %s: fetching a new one", method, path)
@@ -1643,7 +1651,7 @@ class Upstream:
             if exchange.status == 200:
                 return exchange
             retry_after = exchange.header("Retry-After")
-            error = upstream_error(exchange.status, retry_after, exchange.read())
+            error = upstream_error(exchange.status, retry_after, self._read(exchange))
             metrics.inc("gigaproxy_upstream_errors_total", status=str(exchange.status))
             error.upstream_id = _printable(exchange.header("x-request-id") or "-", 80)
             log.warning("GigaChat %s %s answered HTTP %d: %s (x-request-id %s)", method, path, exchange.status,
@@ -1653,6 +1661,13 @@ class Upstream:
                 attempt += 1
                 continue
             raise error
+
+    def _read(self, exchange: UpstreamExchange) -> bytes:
+        """A whole answer's body; a connection that fails on the way is a ProxyError (502, 504)."""
+        try:
+            return exchange.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise _transport_error(exc, self.host, self.config.timeout)
 
     def _may_retry(self, attempt: int, retry_after: Optional[float], deadline: float, reason: str) -> bool:
         """Sleep before another attempt and return True, or return False if none is due."""
@@ -1680,10 +1695,7 @@ class Upstream:
         ``payload`` is sent as JSON, or ``raw`` as (bytes, content type).
         """
         exchange = self._send(method, path, payload, extra_headers, raw=raw)
-        try:
-            data = exchange.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise _transport_error(exc, self.host, self.config.timeout)
+        data = self._read(exchange)
         parsed = _json_or_none(data)
         if parsed is None:
             raise ProxyError(502, "GigaChat answered with a non-JSON body: %s" % _excerpt(data),
@@ -1717,7 +1729,11 @@ class Upstream:
             if self._models:
                 if not self._models_refreshing:
                     self._models_refreshing = True
-                    threading.Thread(target=self._refresh_models, name="gigaproxy-models-refresh", daemon=True).start()
+                    try:
+                        threading.Thread(target=self._refresh_models, name="gigaproxy-models-refresh",
+                                         daemon=True).start()
+                    except RuntimeError:  # no thread to be had: the next caller tries again
+                        self._models_refreshing = False
                 return self._models
         return self._fetch_models()
 
@@ -5290,7 +5306,9 @@ class ResponsesStream(ChatStream):
     response object (for the store).  ``start()`` may be called early; ``feed()`` calls it.
     """
 
-    def __init__(self, request: Dict[str, Any], response_id: str, created_at: int, model: Any = None) -> None:
+    def __init__(self, request: Dict[str, Any], response_id: str, created_at: int, model: Any = None,
+                 keep: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
+        self._keep = keep  # called with the finished response before its closing events go out
         self.request = request
         self.response_id = response_id
         self.created_at = created_at
@@ -5458,6 +5476,8 @@ class ResponsesStream(ChatStream):
         self._closed = True
         status, incomplete = _responses_status(self._finish)
         self.response = self._snapshot(status, incomplete)
+        if self._keep is not None:  # stored first: a client that continues it at once must find it
+            self._keep(self.response)
         events.append(self._event("response." + status, {"response": self.response}))
         return events
 
@@ -5549,7 +5569,7 @@ class ResponseStore:
         self.clock = clock
         self._bytes = 0  # the size of what _records holds
         self._lock = threading.Lock()
-        # response id -> (stored at, response, input, history, its item ids); least recently used first
+        # response id -> (stored at, response, input, history, its item ids, size); least recently used first
         self._records = collections.OrderedDict()  # type: collections.OrderedDict
         self._items = {}  # type: Dict[str, Tuple[str, str]]  # item id -> (response id, item)
 
@@ -5594,8 +5614,9 @@ class ResponseStore:
             self._drop(response_id)
             for old in [key for key, record in self._records.items() if now - record[0] > self.max_age]:
                 self._drop(old)
-            self._records[response_id] = (now, response, input_items, history, tuple(items))
-            self._bytes += _record_size(response, input_items, history, items)
+            size = _record_size(response, input_items, history, items)
+            self._records[response_id] = (now, response, input_items, history, tuple(items), size)
+            self._bytes += size
             for item_id, text in items.items():
                 self._items[item_id] = (response_id, text)
             while self._records and (len(self._records) > self.max_entries or self._bytes > self.max_bytes):
@@ -5629,11 +5650,10 @@ class ResponseStore:
         record = self._records.pop(response_id, None)
         if record is None:
             return False
-        items = {}
         for item_id in record[4]:
             if self._items.get(item_id, ("",))[0] == response_id:
-                items[item_id] = self._items.pop(item_id)[1]
-        self._bytes -= _record_size(record[1], record[2], record[3], items)
+                del self._items[item_id]
+        self._bytes -= record[5]  # what it added when stored, whoever holds its items now
         return True
 
     def __len__(self) -> int:
@@ -5825,6 +5845,7 @@ class _DeadlineReader:
         self._raw = raw
         self._handler = handler
         self.deadline = deadline
+        self.bare_cr = False  # a line read had a CR that does not end it (see Handler._check_framing)
 
     def _arm(self) -> None:
         """Bound the next recv by the time left (a syscall only when that is a second less or under a second)."""
@@ -5851,7 +5872,10 @@ class _DeadlineReader:
             size += len(part)
             if part.endswith(b"\n"):
                 break
-        return b"".join(parts)
+        line = b"".join(parts)
+        if b"\r" in (line[:-2] if line.endswith(b"\r\n") else line):
+            self.bare_cr = True
+        return line
 
     def read(self, size: int = -1) -> bytes:
         parts, got = [], 0
@@ -5945,8 +5969,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not self.server.connection_busy(self.connection) or not arrived:
             return
         self._body = _DeadlineReader(self._input, self, time.monotonic() + config.client_timeout)
-        # A head that arrived whole is read straight from the buffer; one still coming, under the deadline.
-        self.rfile = self._input if b"\r\n\r\n" in arrived else self._body
+        # A head that arrived whole is read straight from the buffer (and looked over here for a
+        # CR that ends no line); one still coming, under the deadline (whose readline looks).
+        end = arrived.find(b"\r\n\r\n")
+        self.rfile = self._input if end >= 0 else self._body
+        self._body.bare_cr = end >= 0 and b"\r" in arrived[:end + 2].replace(b"\r\n", b"")
         self._new_request()
         try:
             super().handle_one_request()
@@ -5985,6 +6012,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """Refuse what a front proxy could read differently from us (request smuggling)."""
         if len(self.requestline.split()) != 3:
             raise _FramingError(400, "HTTP/0.9 requests are not supported")
+        if self._body.bare_cr:  # the email parser takes a lone CR for a line end: a hidden header
+            raise _FramingError(400, "a CR in the request head that does not end a line")
         headers = self.headers
         # The email parser behind http.server takes a line it cannot read as the end of the
         # headers (its defects say so), a first "From " line as an envelope, and a folded
@@ -6003,7 +6032,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if encodings and ",".join(encodings).strip().lower() != "chunked":
             raise _FramingError(501, "Transfer-Encoding %r is not supported (only chunked)"
                                 % _printable(", ".join(encodings), 60))
-        if lengths and (len(lengths) > 1 or not _DIGITS.match(lengths[0])):
+        if lengths and (len(lengths) > 1 or not _DIGITS.match(lengths[0].strip(" \t"))):
             raise _FramingError(400, "Content-Length must be one plain number (got %s)"
                                 % _printable(", ".join(lengths), 60))
 
@@ -6120,6 +6149,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._gemini_route = self._gemini_path(path)
         self._errors = gemini_error if self._gemini_route else ROUTE_ERRORS.get(_route_key(path), openai_error)
         # (even a refused key is answered in the route's dialect)
+        if self._errors is anthropic_http_error:
+            self._response_headers["request-id"] = "req_" + os.urandom(12).hex()
         try:
             self.set_socket_timeout(CLIENT_WRITE_TIMEOUT)  # for writing; body reads re-arm it
             self._check_api_key(path)
@@ -6226,8 +6257,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, path: str) -> Tuple[Callable[..., None], Tuple[Any, ...]]:
         if self._gemini_route is not None:
             model, action = self._gemini_route
-            self._route_name = "/models/{model}:" + action if action else "/models (gemini)"
             allowed = ("GET",) if action == "" else ("POST",) if action in GEMINI_ACTIONS else ()
+            self._route_name = "/models/{model}:" + action if allowed and action else "/models (gemini)"
             if not allowed:
                 self._discard_body()
                 raise ProxyError(404, "no method %r in gigaproxy's Gemini API (it serves %s)"
@@ -6484,21 +6515,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         created = int(time.time())
         keep = request.get("store", True) is not False
         inputs = response_input_items(request, response_id, references)
-        streams = []  # type: List[ResponsesStream]
+        def put(response: Dict[str, Any]) -> None:
+            if keep:
+                store.put(response, inputs, history)
 
         def respond(answer: Dict[str, Any], n: int) -> Dict[str, Any]:
             response = chat_to_responses(answer, request, response_id, created)
-            if keep:
-                store.put(response, inputs, history)
+            put(response)
             return response
 
-        def stream(model: str) -> ResponsesStream:
-            streams.append(ResponsesStream(request, response_id, created, model))
-            return streams[-1]
-
-        self._serve_chat([chat], respond, stream)
-        if keep and streams and streams[0].response and streams[0].response["status"] != "failed":
-            store.put(streams[0].response, inputs, history)
+        self._serve_chat([chat], respond, lambda model: ResponsesStream(request, response_id, created, model, put))
 
     def _response(self, response_id: str, part: str) -> None:
         """``GET`` / ``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``."""
@@ -6523,8 +6549,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _anthropic_messages(self) -> None:
         """Anthropic Messages (Claude Code, the anthropic SDK) through the chat core."""
         request = self._read_json()
-        message_id = "msg_" + os.urandom(12).hex()
-        self._response_headers["request-id"] = "req_" + message_id[4:]
+        message_id = "msg_" + self._response_headers["request-id"][4:]
         thinking = anthropic_shows_thinking(request)
         self._serve_chat([anthropic_to_chat(request)],
                          lambda response, n: chat_to_anthropic(response, response["model"], message_id, thinking),
@@ -6534,7 +6559,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """``{"input_tokens": n}`` for the translated request, counted by GigaChat (estimated if it cannot)."""
         request = self._read_json()
         config = self.server.config
-        self._response_headers["request-id"] = "req_" + os.urandom(12).hex()
         self._send_json(200, {"input_tokens": self._count_tokens(
             anthropic_count_input(request, config.model, self.server.upstream.known_model_ids(),
                                   config.structured_output, config.model_map))})
@@ -6766,7 +6790,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise error
             if finished:  # back to the pool before the client hears the end, so its next request finds it
                 try:
-                    exchange.read()  # GigaChat's body ends right after [DONE]
+                    exchange.read(STREAM_END_WAIT)  # GigaChat's body ends right after [DONE]
                 except (OSError, http.client.HTTPException):
                     exchange.close()
             self._write_events(adapter, tail, end=True)
@@ -6789,6 +6813,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 DRAIN_SECONDS = 2.0
+STREAM_END_WAIT = 1.0  # seconds the end of GigaChat's body may lag its [DONE]; past it the connection is dropped
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 # Request media types read as JSON: curl -d sends form-urlencoded unless told otherwise.

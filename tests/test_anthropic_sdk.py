@@ -76,6 +76,7 @@ def test_errors_on_anthropic_routes_use_anthropics_envelope(start_proxy, fake):
     proxy = start_proxy(GIGAPROXY_API_KEY=API_KEY)
     status, headers, body = proxy.json("POST", "/v1/messages", {"model": "x", "max_tokens": 5, "messages": []})
     assert status == 401 and body["type"] == "error" and body["error"]["type"] == "authentication_error"
+    assert headers["request-id"].startswith("req_")  # on every answer of these routes, a refusal too
     status, _, body = proxy.json("POST", "/v1/messages", {"model": "x", "messages": [{"role": "user", "content": "hi"}]},
                                  headers={"x-api-key": API_KEY})
     assert status == 400 and body["error"]["type"] == "invalid_request_error" and "max_tokens" in body["error"]["message"]

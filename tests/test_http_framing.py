@@ -151,6 +151,45 @@ def test_a_body_on_a_route_that_reads_none_never_passes_for_the_next_request(pro
             conn.close()
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["the head in one packet", "the head in two packets"])
+def test_a_bare_cr_in_the_head_is_400_and_close(proxy, fake, split):
+    """The email parser behind http.server takes a lone CR for the end of a line: a header can
+    hide behind one (X-A: a<CR>Content-Length: 5), or the head end early and its rest pass for
+    a body that holds a request."""
+    cases = [
+        b"POST /v1/tokens/count HTTP/1.1\r\nHost: x\r\nX-A: a\rContent-Length: %d\r\n\r\n" % len(SMUGGLED)
+        + SMUGGLED,
+        b"POST /v1/health HTTP/1.1\r\nHost: x\r\nX-A: a\r\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED)
+        + SMUGGLED,
+    ]
+    for data in cases:
+        conn = Conn(proxy.port)
+        try:
+            if split:
+                conn.send(data[:30])
+                conn.send(data[30:])
+            else:
+                conn.send(data)
+            reply = conn.reply()
+            assert reply.status == 400 and reply.closes, reply
+            assert not error_problems(reply, [400])
+            with pytest.raises(EOFError):
+                conn.reply()  # the hidden request is never answered
+        finally:
+            conn.close()
+
+
+def test_content_length_with_trailing_whitespace_is_served(proxy, fake):
+    conn = Conn(proxy.port)
+    try:
+        conn.send(request_bytes("POST", CHAT, b"", [("Content-Length", "%d " % len(HELLO_BYTES))], length=False)
+                  + HELLO_BYTES)
+        reply = conn.reply()
+    finally:
+        conn.close()
+    assert reply.status == 200 and content(reply) == ECHO, reply
+
+
 SMUGGLING_BODY = chunked(HELLO_BYTES) + SMUGGLED  # chunked: a request follows; by its length: one request
 CL = ("Content-Length", len(SMUGGLING_BODY))
 
@@ -339,6 +378,14 @@ def test_finding3_a_500_whose_body_runs_past_its_length_does_not_poison_the_next
     assert taken < PROMPT, "the next client waited %.2f s" % taken
     first, second = upstream.chat_requests()[-2:]
     assert second.connection != first.connection
+
+
+def test_an_error_answer_cut_short_is_a_502_not_an_internal_error(upstream, proxy_to):
+    """GigaChat's error body ends before its Content-Length: the client gets a gateway error."""
+    proxy = proxy_to(GIGACHAT_TIMEOUT="2")
+    upstream.script(status=500, body=b'{"message": "x"}', content_length=100)
+    status, body, _ = timed_chat(proxy, "cut")
+    assert status in (502, 504) and body["error"]["code"] != "internal_error", body
 
 
 def test_finding3_the_retry_after_a_500_with_trailing_garbage_goes_over_a_fresh_connection(upstream, proxy_to):

@@ -650,6 +650,28 @@ def test_stream_cut_by_max_output_tokens_is_incomplete():
     assert final["max_output_tokens"] == 16
 
 
+def test_a_finished_stream_is_kept_before_its_closing_events_are_made():
+    """The handler stores a streamed response through ``keep``: before response.completed goes
+    out, so a client that continues it at once on another connection finds it; a failed one
+    is not kept."""
+    kept = []  # type: List[Dict[str, Any]]
+
+    def keep(response: Dict[str, Any]) -> None:
+        kept.append(response)
+        assert not closing, "kept after the closing events were made"
+
+    closing = []  # type: Events
+    stream = ResponsesStream({"input": "hi"}, RESP, CREATED, "gigachat-max", keep)
+    stream.start()
+    stream.feed(chunk({"role": "assistant", "content": "Hello"}, "stop"))
+    closing += stream.finish()
+    assert kept == [closing[-1][1]["response"]] and closing[-1][0] == "response.completed"
+    failing = ResponsesStream({"input": "hi"}, RESP, CREATED, "gigachat-max", kept.append)
+    failing.start()
+    failing.fail(ProxyError(502, "cut"))
+    assert len(kept) == 1
+
+
 def test_stream_error_after_the_first_byte_is_response_failed():
     stream = ResponsesStream({"input": "hi"}, RESP, CREATED, "gigachat-max")
     events = stream.start() + stream.feed(chunk({"role": "assistant", "content": "Hel"}))
@@ -801,6 +823,21 @@ def test_store_keeps_within_its_size(make_store):
         store.put(response(number), [user_item(number)])
     assert store.get("resp_2") is None and store.items(["msg_2_0"]) == {}  # the least recently used went
     assert store.get("resp_4") is not None and 1 <= len(store) <= 2
+
+
+def test_store_size_holds_when_later_responses_resend_the_same_items(make_store):
+    """The SDK's tool loop (input += response.output) sends the same item ids again and again:
+    the store's size must count each response once, whoever holds the shared items now."""
+    shared = user_item(0, "x" * 1000)
+    store = make_store(max_bytes=50000)
+    for number in range(1, 61):
+        store.put(response(number), [shared])
+    assert 10 <= len(store) < 60 and store.get("resp_60") is not None
+    for number in range(1, 61):
+        store.delete("resp_%d" % number)
+    assert len(store) == 0
+    store.put(response(61), [shared])  # an emptied store has all its room again
+    assert store.get("resp_61") is not None
 
 
 def test_store_forgets_after_its_lifetime(make_store):
