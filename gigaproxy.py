@@ -1011,11 +1011,12 @@ class Transport:
         else:
             conn = http.client.HTTPConnection(host, port, timeout=connect_timeout)
         conn.response_class = _UpstreamResponse
+        deferred = getattr(context, "system_store_deferred", False)  # before: another thread may load it meanwhile
         try:
             conn.connect()
         except ssl.SSLCertVerificationError:
             conn.close()
-            if not getattr(context, "system_store_deferred", False):
+            if not deferred:
                 raise
             assert context is not None
             log.info("the TLS certificate of %s is not signed by the bundled Russian root or GIGACHAT_CA_BUNDLE_FILE:"
