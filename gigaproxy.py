@@ -2808,6 +2808,20 @@ def _tool_call(function_call: Dict[str, Any], state_id: Any, fallback_id: str, n
                          "arguments": _arguments_text(function_call.get("arguments"))}}
 
 
+def call_arguments(function: Dict[str, Any]) -> Dict[str, Any]:
+    """A chat tool call's ``arguments`` (JSON text) as the object that dialects send (Anthropic's
+    ``input``, Gemini's ``args``); arguments that are no JSON object are GigaChat's fault: 502."""
+    arguments = function.get("arguments")
+    try:
+        value = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ProxyError(502, "GigaChat called %s with arguments that are not a JSON object"
+                         % (function.get("name") or "a function"), "api_error", "upstream_bad_response")
+    return value
+
+
 def _fallback_call_id(completion_id: str) -> str:
     return _TOOL_CALL_ID_PREFIX + completion_id.rsplit("-", 1)[-1][:24]
 
@@ -3963,17 +3977,6 @@ def _anthropic_stop(finish_reason: Any, stop_sequence: Any) -> Tuple[str, Option
     return ANTHROPIC_STOP_REASONS.get(finish_reason, "end_turn"), None
 
 
-def _anthropic_tool_input(arguments: Any) -> Dict[str, Any]:
-    try:
-        value = json.loads(arguments) if isinstance(arguments, str) else arguments
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise ProxyError(502, "GigaChat returned tool arguments that are not a JSON object", "api_error",
-                         "upstream_bad_response")
-    return value
-
-
 def chat_to_anthropic(chat: Dict[str, Any], model: str, message_id: str,
                       show_thinking: bool = True) -> Dict[str, Any]:
     """A ``chat.completion`` (from to_openai_response) as an Anthropic ``message``.
@@ -3992,7 +3995,7 @@ def chat_to_anthropic(chat: Dict[str, Any], model: str, message_id: str,
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:
         content.append({"type": "tool_use", "id": anthropic_tool_id(call["id"]), "name": call["function"]["name"],
-                        "input": _anthropic_tool_input(call["function"].get("arguments"))})
+                        "input": call_arguments(call["function"])})
     stop_reason, stop_sequence = _anthropic_stop(choice.get("finish_reason"), choice.get("stop_reason"))
     return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": anthropic_usage(chat.get("usage"))}
@@ -4561,14 +4564,7 @@ def gemini_include_thoughts(request: Any) -> bool:
 def _gemini_call_part(call: Dict[str, Any]) -> Dict[str, Any]:
     """A chat tool call as a ``functionCall`` part: args an object, never a string."""
     function = call["function"]
-    try:
-        args = json.loads(function["arguments"])
-    except ValueError:
-        args = None
-    if not isinstance(args, dict):
-        raise ProxyError(502, "GigaChat called %s with arguments that are not a JSON object" % function["name"],
-                         "api_error", "upstream_bad_response")
-    return {"functionCall": {"name": function["name"], "args": args, "id": call["id"]}}
+    return {"functionCall": {"name": function["name"], "args": call_arguments(function), "id": call["id"]}}
 
 
 def _gemini_candidate(parts: List[Dict[str, Any]], finish: Optional[str], index: int) -> Dict[str, Any]:
